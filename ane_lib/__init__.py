@@ -1,0 +1,9 @@
+"""ane_lib: PyTorch layers in the form the Apple Neural Engine runs well, tested against their standard forms.
+
+Layers, lower to higher (a lower one never imports a higher one):
+``functional`` <- ``nn`` <- ``models`` <- ``coreml`` <- ``cli``.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

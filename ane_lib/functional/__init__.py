@@ -1,0 +1,1 @@
+"""ane_lib.functional."""
