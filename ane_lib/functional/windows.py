@@ -1,0 +1,166 @@
+"""Non-overlapping window partition and its inverse, in two forms.
+
+Local attention (Swin, MOAT) cuts a feature map into ``wh x ww`` windows and attends inside
+each one. The usual code does it with one reshape to a rank-6 tensor
+``(B, nH, wh, nW, ww, C)`` and one transpose. Core ML's Neural Engine path handles tensors of
+rank at most 5, so Apple's 2024 vision-transformer post relays the partition through rank-5
+tensors: it factors one spatial axis at a time (height first, then width) and folds each
+window count into the batch before factoring the next.
+
+Both forms are given for both layouts and are exactly equal (they only move elements):
+
+* ``method="6d"``: the Swin reference, rank-6 intermediate.
+* ``method="5d"``: the relayed partition; no intermediate has rank above 5.
+
+In NHWC (``channels_last=True``) the last axis of every intermediate is the channel axis, which
+keeps it wide; in NCHW it is a window width (often 7 or 8 values), which the Neural Engine pads
+to 64 bytes (see :mod:`ane_lib.functional.alignment`). NHWC also needs one transpose instead
+of two in the relayed form.
+
+Windows are ordered batch-major, then by window row, then by window column (Swin's order),
+so window ``(b, i, j)`` is at index ``(b * nH + i) * nW + j``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
+
+__all__ = ["window_partition", "window_reverse", "WINDOW_METHODS"]
+
+WindowMethod = Literal["6d", "5d"]
+WINDOW_METHODS: tuple[str, ...] = ("6d", "5d")
+
+
+def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
+    wh, ww = int_tuple("window", window, 2)
+    return wh, ww
+
+
+def _check_window_divides(window: tuple[int, int], height: int, width: int) -> None:
+    if height % window[0] != 0 or width % window[1] != 0:
+        raise ValueError(f"window={window} must divide the feature map (H, W)=({height}, {width})")
+
+
+def _check_flags(channels_last: object, method: object) -> None:
+    if not isinstance(channels_last, bool):
+        raise TypeError(
+            f"channels_last must be a bool, got {channels_last!r} ({type(channels_last).__name__})"
+        )
+    check_choice("method", method, WINDOW_METHODS)
+
+
+def window_partition(
+    x: torch.Tensor,
+    window: int | Sequence[int],
+    *,
+    channels_last: bool,
+    method: WindowMethod = "5d",
+) -> torch.Tensor:
+    """Cut a feature map into non-overlapping windows.
+
+    Args:
+        x: ``(B, H, W, C)`` if ``channels_last`` else ``(B, C, H, W)``.
+        window: window size, an int ``w`` (square) or ``(wh, ww)``; must divide ``(H, W)``.
+        channels_last: layout of ``x`` and of the result (NHWC if True, NCHW if False).
+        method: ``"5d"`` (relayed partition, rank <= 5 throughout) or ``"6d"`` (Swin reference).
+
+    Returns:
+        ``(B * nH * nW, wh, ww, C)`` if ``channels_last`` else ``(B * nH * nW, C, wh, ww)``,
+        with ``nH = H // wh`` and ``nW = W // ww``; windows ordered batch, window row,
+        window column.
+    """
+    _check_flags(channels_last, method)
+    layout = "(B, H, W, C)" if channels_last else "(B, C, H, W)"
+    check_rank("x", x, (4,), layout)
+    wh, ww = _window_size(window)
+    if channels_last:
+        B, H, W, C = x.shape
+    else:
+        B, C, H, W = x.shape
+    _check_window_divides((wh, ww), H, W)
+    nH, nW = H // wh, W // ww
+
+    if method == "6d":
+        if channels_last:
+            x6 = x.reshape(B, nH, wh, nW, ww, C).permute(0, 1, 3, 2, 4, 5)
+            return x6.reshape(B * nH * nW, wh, ww, C)
+        x6 = x.reshape(B, C, nH, wh, nW, ww).permute(0, 2, 4, 1, 3, 5)
+        return x6.reshape(B * nH * nW, C, wh, ww)
+
+    if channels_last:
+        # Rows of windows are contiguous in NHWC: fold nH into the batch for free, then factor
+        # the width and swap the window column in front of the row inside the window.
+        x5 = x.reshape(B * nH, wh, nW, ww, C).permute(0, 2, 1, 3, 4)
+        return x5.reshape(B * nH * nW, wh, ww, C)
+    # NCHW: factor the height, move the window row next to the batch and fold it in ...
+    x5 = x.reshape(B, C, nH, wh, W).permute(0, 2, 1, 3, 4).reshape(B * nH, C, wh, W)
+    # ... then factor the width and fold the window column in the same way.
+    x5 = x5.reshape(B * nH, C, wh, nW, ww).permute(0, 3, 1, 2, 4)
+    return x5.reshape(B * nH * nW, C, wh, ww)
+
+
+def window_reverse(
+    windows: torch.Tensor,
+    window: int | Sequence[int],
+    height: int,
+    width: int,
+    *,
+    channels_last: bool,
+    method: WindowMethod = "5d",
+) -> torch.Tensor:
+    """Put windows back together into a feature map: the exact inverse of :func:`window_partition`.
+
+    Args:
+        windows: ``(B * nH * nW, wh, ww, C)`` if ``channels_last`` else
+            ``(B * nH * nW, C, wh, ww)``, in the order :func:`window_partition` produces.
+        window: window size, an int or ``(wh, ww)``; must match the window axes of ``windows``.
+        height, width: ``H`` and ``W`` of the feature map; ``window`` must divide them.
+        channels_last: layout of ``windows`` and of the result.
+        method: ``"5d"`` (rank <= 5 throughout) or ``"6d"`` (Swin reference).
+
+    Returns:
+        ``(B, H, W, C)`` if ``channels_last`` else ``(B, C, H, W)``.
+    """
+    _check_flags(channels_last, method)
+    layout = "(B * nH * nW, wh, ww, C)" if channels_last else "(B * nH * nW, C, wh, ww)"
+    check_rank("windows", windows, (4,), layout)
+    wh, ww = _window_size(window)
+    H = check_positive_int("height", height)
+    W = check_positive_int("width", width)
+    _check_window_divides((wh, ww), H, W)
+    if channels_last:
+        N, got_wh, got_ww, C = windows.shape
+    else:
+        N, C, got_wh, got_ww = windows.shape
+    if (got_wh, got_ww) != (wh, ww):
+        raise ValueError(
+            f"windows must have window axes {(wh, ww)} for window={(wh, ww)}, got "
+            f"{(got_wh, got_ww)} in shape {tuple(windows.shape)} (layout {layout})"
+        )
+    nH, nW = H // wh, W // ww
+    if N % (nH * nW) != 0:
+        raise ValueError(
+            f"windows has {N} windows, which is not a multiple of the {nH * nW} windows "
+            f"(nH, nW)=({nH}, {nW}) of one (H, W)=({H}, {W}) map"
+        )
+    B = N // (nH * nW)
+
+    if method == "6d":
+        if channels_last:
+            x6 = windows.reshape(B, nH, nW, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
+            return x6.reshape(B, H, W, C)
+        x6 = windows.reshape(B, nH, nW, C, wh, ww).permute(0, 3, 1, 4, 2, 5)
+        return x6.reshape(B, C, H, W)
+
+    if channels_last:
+        x5 = windows.reshape(B * nH, nW, wh, ww, C).permute(0, 2, 1, 3, 4)
+        return x5.reshape(B, H, W, C)
+    # Undo the width step (unfold the window column), then the height step.
+    x5 = windows.reshape(B * nH, nW, C, wh, ww).permute(0, 2, 3, 1, 4).reshape(B * nH, C, wh, W)
+    x5 = x5.reshape(B, nH, C, wh, W).permute(0, 2, 1, 3, 4)
+    return x5.reshape(B, C, H, W)
