@@ -1,1 +1,110 @@
-"""ane_lib.functional."""
+"""Pure tensor functions: convolution as einsum, its separable and grouped family and their costs,
+linear projections as 1x1 convolutions, window partitions and the ANE's alignment arithmetic.
+
+Every function here is equal to a trusted reference (``torch.nn.functional`` or a standard
+reshape/transpose form); the tests in ``tests/`` check that over many shapes.
+"""
+
+from ane_lib.functional.alignment import (
+    ALIGNMENT_BYTES,
+    dtype_nbytes,
+    padded_last_axis_bytes,
+    padded_nbytes,
+    padding_nbytes,
+    padding_overhead,
+    real_nbytes,
+)
+from ane_lib.functional.conv import (
+    conv_einsum,
+    conv_einsum_equation,
+    conv_output_size,
+    patch_conv_einsum,
+    resolve_conv_padding,
+    sliding_windows,
+)
+from ane_lib.functional.cost import (
+    Cost,
+    asymmetric_conv2d_cost,
+    conv1x1_cost,
+    conv2d_cost,
+    conv_cost,
+    count_conv_cost,
+    depthwise_conv2d_cost,
+    depthwise_separable_conv2d_cost,
+    flattened_conv2d_cost,
+    grouped_conv2d_cost,
+    pointwise_grouped_conv2d_cost,
+    spatially_separable_conv2d_cost,
+)
+from ane_lib.functional.family import (
+    asymmetric_conv2d,
+    block_diagonal_weight,
+    channel_shuffle,
+    channel_shuffle_permutation,
+    conv1x1,
+    conv1x1_filter,
+    conv1x1_scalar,
+    depthwise_conv2d,
+    depthwise_separable_conv2d,
+    flattened_conv2d,
+    grouped_conv2d,
+    pointwise_grouped_conv2d,
+    spatially_separable_conv2d,
+)
+from ane_lib.functional.projection import (
+    bc1s_to_bsc,
+    bsc_to_bc1s,
+    conv1x1_weight_to_linear,
+    linear_as_conv1x1,
+    linear_weight_to_conv1x1,
+)
+from ane_lib.functional.windows import WINDOW_METHODS, window_partition, window_reverse
+
+__all__ = [
+    "ALIGNMENT_BYTES",
+    "WINDOW_METHODS",
+    "Cost",
+    "asymmetric_conv2d",
+    "asymmetric_conv2d_cost",
+    "bc1s_to_bsc",
+    "block_diagonal_weight",
+    "bsc_to_bc1s",
+    "channel_shuffle",
+    "channel_shuffle_permutation",
+    "conv1x1",
+    "conv1x1_cost",
+    "conv1x1_filter",
+    "conv1x1_scalar",
+    "conv1x1_weight_to_linear",
+    "conv2d_cost",
+    "conv_cost",
+    "conv_einsum",
+    "conv_einsum_equation",
+    "conv_output_size",
+    "count_conv_cost",
+    "depthwise_conv2d",
+    "depthwise_conv2d_cost",
+    "depthwise_separable_conv2d",
+    "depthwise_separable_conv2d_cost",
+    "dtype_nbytes",
+    "flattened_conv2d",
+    "flattened_conv2d_cost",
+    "grouped_conv2d",
+    "grouped_conv2d_cost",
+    "linear_as_conv1x1",
+    "linear_weight_to_conv1x1",
+    "padded_last_axis_bytes",
+    "padded_nbytes",
+    "padding_nbytes",
+    "padding_overhead",
+    "patch_conv_einsum",
+    "pointwise_grouped_conv2d",
+    "pointwise_grouped_conv2d_cost",
+    "real_nbytes",
+    "resolve_conv_padding",
+    "sliding_windows",
+    "spatially_separable_conv2d",
+    "spatially_separable_conv2d_cost",
+    "window_partition",
+    "window_reverse",
+]
