@@ -1,0 +1,150 @@
+# From Einsum to the Neural Engine: the book and ane_lib, built and tested from a bare machine
+# that has only python3 and make.
+#
+#   make book   set up .venv (pinned by constraints.txt), execute every chapter, build the HTML
+#   make test   set up the same way; ruff, pytest, a fresh book build, then every page checked
+#               in headless Chromium (scripts/check_book.py)
+#   make lab    JupyterLab on the chapters (jupytext opens the .md chapters as notebooks)
+#
+# Variables (set on the command line, e.g. `make book PIP_TORCH_INDEX=...`):
+#   PYTHON           the Python that creates .venv (default: python3; 3.10 or newer)
+#   PIP_TORCH_INDEX  a package index holding the CPU build of torch. Only needed where pip
+#                    would otherwise pick PyPI's CUDA build (Linux without a local CPU wheel):
+#                    make book PIP_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   CHROMIUM         path to a Chromium binary for the page check (default: `chromium` on PATH,
+#                    installed with apt-get when missing and running as root)
+#   PYTEST_ARGS      extra arguments for pytest
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+PIP_TORCH_INDEX ?=
+CHROMIUM ?=
+PYTEST_ARGS ?=
+# The tests of scripts/check_book.py look for it too.
+export CHROMIUM
+
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUILD_DIR := _build
+HTML_DIR := $(BUILD_DIR)/html
+CACHE_DIR := $(BUILD_DIR)/.jupyter_cache
+CACHE_KEY := $(BUILD_DIR)/.jupyter_cache.key
+LINT_PATHS := $(wildcard ane_lib tests scripts benchmarks)
+
+# Run chapters with this venv's python3 kernel, whatever kernelspecs the user has elsewhere.
+export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
+# Python 3.11 + debugpy print a "frozen modules" warning at every kernel start.
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: help venv book book-fresh test lint chromium pytest check-book lab constraints clean distclean
+
+help:
+	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+
+# --- environment -----------------------------------------------------------------------------
+# Rebuilt only when constraints.txt or pyproject.toml change, so a second `make book` skips it.
+$(STAMP): constraints.txt pyproject.toml
+	@echo "==> setting up $(VENV) with the versions pinned in constraints.txt"
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv"; exit 1; }
+	$(VPY) scripts/install_torch.py --constraints constraints.txt \
+	  $(if $(PIP_TORCH_INDEX),--index-url $(PIP_TORCH_INDEX))
+	$(VPY) -m pip install -e '.[book,dev,coreml]' -c constraints.txt
+	@touch $@
+
+venv: $(STAMP)
+
+# Write the current environment back as exact pins (after adding a dependency to pyproject.toml).
+constraints:
+	@{ sed -n '1,/^# Regenerate/p' constraints.txt; \
+	  $(VPY) -m pip freeze --exclude-editable | grep -v -E '^(#|-e )' \
+	    | sed -E 's/^torch==([^+]+)\+cpu$$/torch==\1/'; } > constraints.txt.tmp
+	@mv constraints.txt.tmp constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pins"
+
+# --- the book --------------------------------------------------------------------------------
+# jupyter-cache keys an executed chapter on its code cells only. A change to ane_lib, to the
+# pins or to pyproject.toml must re-execute every chapter, so the cache is dropped when their
+# hash changes (with Sphinx's doctrees, or Sphinx would not even re-read the unchanged pages).
+book: $(STAMP)
+	@key=$$( { find ane_lib -type f -name '*.py' | LC_ALL=C sort | xargs sha256sum; \
+	           cat constraints.txt pyproject.toml; } | sha256sum | cut -d' ' -f1 ); \
+	if [ -d $(CACHE_DIR) ] && [ "$$(cat $(CACHE_KEY) 2>/dev/null)" != "$$key" ]; then \
+	  echo "==> ane_lib or the environment changed: re-executing every chapter"; \
+	  rm -rf $(CACHE_DIR) $(BUILD_DIR)/.doctrees; \
+	fi; \
+	mkdir -p $(BUILD_DIR); echo "$$key" > $(CACHE_KEY)
+	$(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	@echo "==> The book: $(CURDIR)/$(HTML_DIR)/index.html"
+
+# A clean HTML build (Sphinx re-reads every page). The execution cache is kept: it is keyed on
+# each chapter's code and, through the check above, on ane_lib and the pinned environment.
+book-fresh:
+	rm -rf $(HTML_DIR) $(BUILD_DIR)/.doctrees $(BUILD_DIR)/jupyter_execute
+	@$(MAKE) --no-print-directory book
+
+# --- tests -----------------------------------------------------------------------------------
+test: $(STAMP)
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory chromium
+	@$(MAKE) --no-print-directory pytest
+	@$(MAKE) --no-print-directory book-fresh
+	@$(MAKE) --no-print-directory check-book
+	@echo "==> make test: all checks passed"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# pytest exits 5 when it collected nothing: that is a failure here, not a pass.
+pytest: $(STAMP)
+	@rc=0; $(VPY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; fi; \
+	exit $$rc
+
+# Debian's Chromium for the page check: `chromium` on PATH (or CHROMIUM=...), installed with
+# apt-get where it is missing and we are root; otherwise say what to install.
+define find_chromium
+chromium="$(CHROMIUM)"; \
+if [ -z "$$chromium" ]; then chromium="$$(command -v chromium || true)"; fi; \
+if [ -z "$$chromium" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    echo "==> installing Debian's chromium for the page check"; \
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+    chromium="$$(command -v chromium)"; \
+  else \
+    echo "error: the page check needs Chromium. Install Debian's chromium"; \
+    echo "       (sudo apt-get install chromium) and rerun, or pass CHROMIUM=/path/to/chromium."; \
+    exit 1; \
+  fi; \
+fi
+endef
+
+chromium:
+	@$(find_chromium); echo "==> Chromium: $$chromium"
+
+check-book: $(STAMP)
+	@$(find_chromium); \
+	$(VPY) scripts/check_book.py --html-dir $(HTML_DIR) --chromium "$$chromium"
+
+# --- reading the chapters as notebooks -------------------------------------------------------
+# jupytext's "Jupytext Notebook" becomes the default viewer for Markdown in this venv's
+# JupyterLab, so a double-click on chapters/*.md opens a notebook.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+lab: $(STAMP)
+	@mkdir -p $(LAB_SETTINGS)
+	@echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers":' \
+	  '{"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' \
+	  > $(LAB_SETTINGS)/overrides.json
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
+
+clean:
+	rm -rf $(BUILD_DIR)
+
+distclean: clean
+	rm -rf $(VENV)
