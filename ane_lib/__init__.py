@@ -1,4 +1,6 @@
-"""ane_lib: PyTorch layers in the form the Apple Neural Engine runs well, tested against their standard forms.
+"""ane_lib: PyTorch layers in the form the Apple Neural Engine runs well.
+
+Every layer is tested against its standard form (same weights, same outputs).
 
 Layers, lower to higher (a lower one never imports a higher one):
 ``functional`` <- ``nn`` <- ``models`` <- ``coreml`` <- ``cli``.

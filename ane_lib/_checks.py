@@ -76,7 +76,9 @@ def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
-def int_tuple(name: str, value: int | Sequence[int], n: int, *, minimum: int = 1) -> tuple[int, ...]:
+def int_tuple(
+    name: str, value: int | Sequence[int], n: int, *, minimum: int = 1
+) -> tuple[int, ...]:
     """Expand an int or a length-``n`` sequence of ints to a tuple of ``n`` ints >= ``minimum``.
 
     >>> int_tuple("stride", 2, 3)

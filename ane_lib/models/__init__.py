@@ -1,1 +1,56 @@
-"""ane_lib.models."""
+"""ane_lib.models: whole models (MOAT, DeiT) in the standard and the Neural Engine's form.
+
+    model = create_model("tiny_moat_1", form="standard", pe="rpe", attention="local",
+                         window=8, image_size=256)
+    ane = to_ane(model)      # same outputs, ANE-friendly layout
+
+``list_models()`` names ``tiny_moat_0`` ... ``tiny_moat_3``, ``moat_0`` ... ``moat_4`` and
+``deit_tiny``.
+"""
+
+from ane_lib.models.config import (
+    ATTENTION_MODES,
+    DEIT_PE_TYPES,
+    MOAT_PE_TYPES,
+    MOAT_VARIANTS,
+    DeiTConfig,
+    MOATConfig,
+    MOATVariant,
+    config_from_dict,
+)
+from ane_lib.models.deit import DeiT, DeiTANE
+from ane_lib.models.moat import MOAT, MOATANE, flat_layout
+from ane_lib.models.registry import (
+    FORMS,
+    build_model,
+    count_parameters,
+    create_config,
+    create_model,
+    list_models,
+    to_ane,
+    to_standard,
+)
+
+__all__ = [
+    "ATTENTION_MODES",
+    "DEIT_PE_TYPES",
+    "FORMS",
+    "MOAT_PE_TYPES",
+    "MOAT_VARIANTS",
+    "DeiT",
+    "DeiTANE",
+    "DeiTConfig",
+    "MOAT",
+    "MOATANE",
+    "MOATConfig",
+    "MOATVariant",
+    "build_model",
+    "config_from_dict",
+    "count_parameters",
+    "create_config",
+    "create_model",
+    "flat_layout",
+    "list_models",
+    "to_ane",
+    "to_standard",
+]

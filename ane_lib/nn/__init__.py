@@ -1,6 +1,11 @@
-"""nn.Modules in the form the Apple Neural Engine runs well, and the tools that move weights
-between a model's standard form and its ANE form."""
+"""nn.Modules in the form the Apple Neural Engine runs well, their standard twins, and the
+tools that move weights between a model's standard form and its ANE form.
 
+Each ``...ANE`` module equals its standard twin (same weights, same outputs); the two load each
+other's state dicts.
+"""
+
+from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
 from ane_lib.nn.linear_conv import (
     Conv1x1LoadHooks,
     conv1x1_from_linear,
@@ -8,11 +13,50 @@ from ane_lib.nn.linear_conv import (
     load_linear_state_dict,
     register_linear_to_conv1x1_hook,
 )
+from ane_lib.nn.mbconv import (
+    BN_EPS,
+    BN_MOMENTUM,
+    MBConvBlock,
+    MBConvBlockANE,
+    SqueezeExcitation,
+)
+from ane_lib.nn.moat_block import LN_EPS, MOATBlock, MOATBlockANE
+from ane_lib.nn.norm import LayerNormANE
+from ane_lib.nn.position import (
+    PE_TYPES,
+    AbsolutePositionEmbedding,
+    LePEConv,
+    PEType,
+    RelativePositionBias,
+    relative_position_index,
+)
+from ane_lib.nn.transformer import Mlp, MlpANE, TransformerBlock, TransformerBlockANE
 
 __all__ = [
+    "BN_EPS",
+    "BN_MOMENTUM",
+    "LN_EPS",
+    "PE_TYPES",
+    "AbsolutePositionEmbedding",
     "Conv1x1LoadHooks",
+    "LayerNormANE",
+    "LePEConv",
+    "MBConvBlock",
+    "MBConvBlockANE",
+    "MOATBlock",
+    "MOATBlockANE",
+    "Mlp",
+    "MlpANE",
+    "MultiHeadAttention",
+    "MultiHeadAttentionANE",
+    "PEType",
+    "RelativePositionBias",
+    "SqueezeExcitation",
+    "TransformerBlock",
+    "TransformerBlockANE",
     "conv1x1_from_linear",
     "linear_from_conv1x1",
     "load_linear_state_dict",
     "register_linear_to_conv1x1_hook",
+    "relative_position_index",
 ]
