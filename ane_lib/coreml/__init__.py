@@ -1,1 +1,52 @@
-"""ane_lib.coreml."""
+"""ane_lib.coreml: from a PyTorch model to a Core ML package, and back again on any OS.
+
+- :func:`export` writes an fp16 ML program (``.mlpackage``) from a PyTorch model;
+  :func:`verify` compares the package, run by the executor, with the model in PyTorch.
+- :func:`load_program` / :func:`package_io` read a saved package back (Linux or macOS).
+- :func:`run` executes the package's program with a numpy reference executor.
+- :func:`report` checks it against the Neural Engine's layout rules (:class:`Report`).
+- :func:`predict_on_device` / :func:`compute_plan` use Core ML itself (macOS only).
+"""
+
+from ane_lib.coreml.device import ComputePlan, OpPlacement, compute_plan, predict_on_device
+from ane_lib.coreml.executor import (
+    SUPPORTED_OPS,
+    ExecutorError,
+    Float16OverflowError,
+    NonFiniteOutputError,
+    NonFiniteOutputWarning,
+    UnsupportedOpError,
+    run,
+)
+from ane_lib.coreml.export import ExportError, example_input, export, read_export_metadata
+from ane_lib.coreml.program import PackageInfo, TensorInfo, load_program, package_io
+from ane_lib.coreml.report import Report, plot_padding_by_stage, report
+from ane_lib.coreml.verification import Verification, psnr, verify
+
+__all__ = [
+    "SUPPORTED_OPS",
+    "ExecutorError",
+    "Float16OverflowError",
+    "NonFiniteOutputError",
+    "NonFiniteOutputWarning",
+    "UnsupportedOpError",
+    "ComputePlan",
+    "ExportError",
+    "OpPlacement",
+    "PackageInfo",
+    "Report",
+    "TensorInfo",
+    "Verification",
+    "compute_plan",
+    "example_input",
+    "export",
+    "load_program",
+    "package_io",
+    "plot_padding_by_stage",
+    "predict_on_device",
+    "psnr",
+    "read_export_metadata",
+    "report",
+    "run",
+    "verify",
+]

@@ -1,0 +1,344 @@
+"""The ``ane-lib`` command: export a model, report on a package, verify a package.
+
+    ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
+        -o tiny_moat_1.mlpackage [--overwrite]
+    ane-lib report tiny_moat_1.mlpackage [--json]
+    ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
+
+Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
+a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
+
+Weights: ``export`` builds the model with ``torch.manual_seed(seed)`` (``--seed``, default 0)
+unless ``--weights state_dict.pt`` is given, and records the model name, its options and that
+seed (or the weights file and its SHA-256) in the package metadata. ``verify`` reads them back,
+so ``ane-lib verify PKG`` rebuilds the very model that was exported; any option given on the
+command line overrides the recorded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "build_parser", "UsageError"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Model options forwarded to ane_lib.models.create_model when given on the command line.
+_MODEL_OPTIONS = ("form", "pe", "attention", "window", "image_size", "num_classes")
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: reported in one line, exit status 2."""
+
+
+class CheckFailedError(Exception):
+    """A conversion or a check failed: reported in one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _add_model_options(p: argparse.ArgumentParser, *, for_verify: bool) -> None:
+    default_note = " (default: as recorded in the package)" if for_verify else ""
+    p.add_argument("--form", choices=("standard", "ane"), help=f"model layout{default_note}")
+    p.add_argument("--pe", help=f"position embedding, e.g. lepe or rpe{default_note}")
+    p.add_argument("--attention", help=f"attention kind, e.g. local or global{default_note}")
+    p.add_argument("--window", type=int, help=f"local attention window size{default_note}")
+    p.add_argument("--num-classes", type=int, help=f"number of classes{default_note}")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        help="a state_dict saved with torch.save; without it the weights are seed-initialised",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the weight initialisation (torch.manual_seed before create_model); "
+        + ("default: the seed recorded by export" if for_verify else "default 0"),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ane-lib`` (subcommands ``export``, ``report``, ``verify``)."""
+    parser = _Parser(
+        prog="ane-lib",
+        description="Export PyTorch models to Core ML for the Apple Neural Engine, report on "
+        "the packages and verify them against PyTorch.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    exp = sub.add_parser("export", help="export a registered model to an fp16 .mlpackage")
+    exp.add_argument("model", help="model name, e.g. tiny_moat_1 (see ane_lib.models)")
+    _add_model_options(exp, for_verify=False)
+    exp.add_argument("--image-size", type=int, default=256, help="input height = width (256)")
+    exp.add_argument("--batch", type=int, default=1, help="batch size baked into the package (1)")
+    exp.add_argument("-o", "--output", type=Path, required=True, help="destination .mlpackage")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    exp.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    rep = sub.add_parser("report", help="check a package against the Neural Engine's rules")
+    rep.add_argument("path", type=Path, help="a saved .mlpackage")
+    rep.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
+    ver.add_argument("path", type=Path, help="a saved .mlpackage")
+    ver.add_argument("--model", help="model name (default: as recorded in the package)")
+    _add_model_options(ver, for_verify=True)
+    ver.add_argument("--image-size", type=int, help="(default: as recorded in the package)")
+    ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
+    ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
+    ver.add_argument(
+        "--precision", choices=("fp16", "fp32"), default="fp16", help="executor precision (fp16)"
+    )
+    ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
+    ver.add_argument(
+        "--min-top1", type=float, default=1.0, help="minimum top-1 agreement, 0..1 (1.0)"
+    )
+    ver.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _build_model(name: str, options: dict[str, Any], seed: int, weights: Path | None) -> Any:
+    """``create_model(name, **options)`` after ``torch.manual_seed(seed)``, then load weights."""
+    import torch
+
+    from ane_lib.models import create_model, list_models
+
+    if name not in list_models():
+        raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    torch.manual_seed(seed)
+    try:
+        model = create_model(name, **options)
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"cannot build {name} with {options}: {err}") from err
+    if weights is not None:
+        if not weights.is_file():
+            raise UsageError(f"--weights {str(weights)!r} is not a file")
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except Exception as err:
+            raise UsageError(
+                f"--weights {str(weights)!r} does not fit {name}: {str(err).splitlines()[0]}"
+            ) from err
+    return model.eval()
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _MODEL_OPTIONS if getattr(args, k, None) is not None}
+
+
+def _check_ints(args: argparse.Namespace, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name in ("seed", "input_seed") else 1):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be >= {0 if 'seed' in name else 1}, got {value}")
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Keep third-party deprecation chatter out of the command's output."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ane_lib.coreml.export import ExportError, export
+
+    _check_ints(args, ("window", "num_classes", "image_size", "batch", "seed"))
+    output: Path = args.output
+    if output.suffix != ".mlpackage":
+        raise UsageError(f"-o/--output must end in .mlpackage, got {str(output)!r}")
+    if output.exists() and not args.overwrite:
+        raise UsageError(f"{str(output)!r} already exists; add --overwrite to replace it")
+    options = _given_options(args)
+    seed = 0 if args.seed is None else args.seed
+    model = _build_model(args.model, options, seed, args.weights)
+    weights: dict[str, Any] = {"seed": seed}
+    if args.weights is not None:
+        weights = {"file": str(args.weights), "sha256": _sha256(args.weights)}
+    shape = (args.batch, 3, args.image_size, args.image_size)
+    try:
+        path = export(
+            model,
+            shape,
+            output,
+            overwrite=args.overwrite,
+            name=args.model,
+            metadata={"create_options": options, "weights": weights},
+            progress=not args.quiet,
+        )
+    except ExportError as err:
+        raise CheckFailedError(str(err)) from err
+    except (ValueError, TypeError, FileExistsError) as err:
+        raise UsageError(str(err)) from err
+    print(path)
+    return EXIT_OK
+
+
+def _report_is_hard_failure(rep: Any) -> bool:
+    """True when the report finds something Core ML refuses outright (rank > 5, dim > 16384)."""
+    return bool(rep.high_rank_ops or rep.large_dim_ops)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ane_lib.coreml.report import report
+
+    rep = report(_existing_package(args.path))
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        print(rep)
+    return EXIT_FAILED if _report_is_hard_failure(rep) else EXIT_OK
+
+
+def _existing_package(path: Path) -> Path:
+    from ane_lib.coreml.program import open_package
+
+    try:
+        open_package(path)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return path
+
+
+def _recorded(meta: dict[str, Any], path: Path) -> tuple[str | None, dict[str, Any], Any]:
+    name = meta.get("model")
+    options = meta.get("create_options")
+    weights = meta.get("weights")
+    if not isinstance(options, dict):
+        options = {}
+    if name is not None and not isinstance(name, str):
+        raise UsageError(f"{str(path)!r}: recorded model name {name!r} is not a string")
+    return name, dict(options), weights
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ane_lib.coreml.export import read_export_metadata
+    from ane_lib.coreml.verification import verify
+
+    _check_ints(args, ("window", "num_classes", "image_size", "seed", "samples", "input_seed"))
+    if not 0.0 <= args.min_top1 <= 1.0:
+        raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
+    path = _existing_package(args.path)
+    name, options, weights = _recorded(read_export_metadata(path), path)
+    name = args.model or name
+    if name is None:
+        raise UsageError(f"{str(path)!r} records no model name; pass --model NAME")
+    options.update(_given_options(args))
+    weights_file: Path | None = args.weights
+    seed = args.seed
+    if seed is None and weights_file is None:
+        if isinstance(weights, dict) and "seed" in weights:
+            seed = int(weights["seed"])
+        elif isinstance(weights, dict) and "file" in weights:
+            raise UsageError(
+                f"{str(path)!r} was exported from weights file {weights['file']!r}; "
+                "pass --weights FILE"
+            )
+        else:
+            seed = 0
+    model = _build_model(name, options, 0 if seed is None else seed, weights_file)
+    try:
+        result = verify(
+            path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    ok = result.passed(args.min_psnr, args.min_top1)
+    if args.json:
+        figures = result.to_dict() | {
+            "model": name,
+            "options": options,
+            "weights": str(weights_file) if weights_file else {"seed": seed},
+            "min_psnr": args.min_psnr,
+            "min_top1": args.min_top1,
+            "passed": ok,
+        }
+        figures = {
+            k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in figures.items()
+        }
+        print(json.dumps(figures, indent=2, sort_keys=True))
+    else:
+        source = f"weights {weights_file}" if weights_file else f"seed {seed}"
+        print(f"{name} {options} ({source})")
+        print(f"PSNR            {result.psnr_db:8.2f} dB   (threshold {args.min_psnr:g} dB)")
+        print(f"max abs error   {result.max_abs_error:11.4g}")
+        print(f"max rel error   {result.max_rel_error:11.4g}")
+        print(f"top-1 agreement {result.top1_agreement:8.0%}      (threshold {args.min_top1:.0%})")
+        print("PASS" if ok else "FAIL")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+_COMMANDS = {"export": _cmd_export, "report": _cmd_report, "verify": _cmd_verify}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ane-lib``; returns the exit status (0 ok, 1 check failed, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2), already printed
+        return int(stop.code or 0)
+    try:
+        with _quiet_libraries():
+            return _COMMANDS[args.command](args)
+    except UsageError as err:
+        print(f"ane-lib {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except CheckFailedError as err:
+        print(f"ane-lib {args.command}: failed: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"ane-lib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: still one line, unless debugging
+        if os.environ.get("ANE_LIB_DEBUG"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(
+            f"ane-lib {args.command}: failed: {type(err).__name__}: {first} "
+            "(set ANE_LIB_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,445 @@
+"""Export a PyTorch model to a Core ML package (fp16 ML program), and check the export.
+
+- :func:`export` writes the package; :func:`read_export_metadata` reads back what it recorded.
+- :func:`verify` runs the package with the reference executor and the model in PyTorch on the
+  same inputs and reports PSNR, maximum errors and top-1 agreement (:class:`Verification`).
+
+The path taken is the one that works with torch 2.13 and coremltools 9 (see the book, chapter 8):
+``torch.export.export`` captures the model as an ATen graph (``torch.jit.trace`` chokes on the
+shape arithmetic ANE layers use), ``run_decompositions({})`` lowers it to core ATen ops, and
+``coremltools.convert`` turns it into an ML program whose compute precision is fp16, the only
+precision the Neural Engine computes in.
+
+Nothing half-written is left on disk: the package is saved in a hidden temporary folder next to
+the destination and renamed into place once complete; an existing package is replaced only when
+``overwrite=True`` and only after the new one is complete. When conversion fails the error says
+which op, layer and source line it failed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
+
+__all__ = [
+    "DEPLOYMENT_TARGETS",
+    "ExportError",
+    "META_PREFIX",
+    "example_input",
+    "export",
+    "read_export_metadata",
+]
+
+#: Deployment targets accepted by :func:`export`. All of them (iOS16 / macOS13 and later) let the
+#: package take and return fp16 arrays, so no cast ops sit at its edges. The default, iOS17 /
+#: macOS14, has every op the models of this library use; the per-op compute plan of
+#: :func:`ane_lib.coreml.compute_plan` needs the OS a point release later (iOS17.4 / macOS14.4).
+DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+
+#: Prefix of the user-defined metadata keys that :func:`export` writes.
+META_PREFIX = "ane_lib."
+
+_UNSUPPORTED_NODE = re.compile(r"Unsupported fx node (?P<node>\S+), kind (?P<kind>\S+)")
+_NAMED_LAYER = re.compile(r'Layer "(?P<name>[^"]+)", with type "(?P<type>[^"]+)"')
+_FRONTEND_STAGE = "frontend"
+_PASS_STAGE = "pass"
+
+
+class ExportError(RuntimeError):
+    """Raised when ``torch.export`` or the Core ML conversion fails.
+
+    Attributes: ``stage`` (``"torch.export"``, ``"convert"`` or ``"save"``), ``op`` (the ATen op
+    kind that failed, if known), ``layer`` (the dotted submodule path, if known).
+    """
+
+    def __init__(
+        self, message: str, *, stage: str, op: str | None = None, layer: str | None = None
+    ):
+        super().__init__(message)
+        self.stage = stage
+        self.op = op
+        self.layer = layer
+
+
+def example_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """The fixed example input used to trace a model: uniform [0, 1) of ``input_shape``, float32.
+
+    Drawn from its own generator so that the caller's global RNG state is left untouched.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(tuple(input_shape), generator=gen, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- quiet conversion
+
+
+class _ConversionTracker:
+    """Stands in for tqdm inside coremltools: no progress bars, and it remembers where it was.
+
+    coremltools iterates the graph's nodes and then its MIL passes through ``tqdm``; replacing
+    that iterator hides the bars and tells us which node or pass was in progress when an
+    exception escapes.
+    """
+
+    def __init__(self, report: Callable[[str], None] | None) -> None:
+        self.stage: str | None = None
+        self.item: Any = None
+        self._report = report
+
+    def __call__(self, iterable: Iterable[Any], desc: str | None = None, **_: Any) -> Iterator[Any]:
+        stage = _FRONTEND_STAGE if desc and "Frontend" in desc else _PASS_STAGE
+        if self._report is not None and desc:
+            self._report(desc.replace("==>", "->"))
+        for item in iterable:
+            self.stage, self.item = stage, item
+            yield item
+        self.stage, self.item = None, None
+
+
+@contextlib.contextmanager
+def _quiet_conversion(tracker: _ConversionTracker) -> Iterator[None]:
+    """Inside the block: coremltools' progress bars go through ``tracker``, its log lines and
+    library-internal deprecation warnings are silenced. Everything is restored on exit."""
+    from coremltools.converters.mil.frontend.torch import ops as torch_ops
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    patches = [(torch_ops, "_tqdm"), (pass_pipeline, "tqdm")]
+    saved = [(mod, name, getattr(mod, name)) for mod, name in patches if hasattr(mod, name)]
+    for mod, name, _ in saved:
+        setattr(mod, name, tracker)
+    try:
+        # coremltools logs its own "ERROR - converting ..." line before re-raising; our
+        # ExportError carries the same information, so the logger is silenced completely.
+        with quiet_coremltools(logging.CRITICAL + 1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", module=r"coremltools(\.|$)")
+            yield
+    finally:
+        for mod, name, original in saved:
+            setattr(mod, name, original)
+
+
+# --------------------------------------------------------------------------- error locating
+
+
+def _locate(exported: Any, node_name: str) -> tuple[str | None, str | None]:
+    """Return (submodule path, user source line) of the fx node ``node_name``, if known."""
+    for node in exported.graph.nodes:
+        if node.name != node_name:
+            continue
+        layer = None
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, kind = list(stack.values())[-1]
+            kind_name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
+            layer = f"{path or '<root>'} ({kind_name.strip(chr(39))})"
+        source = None
+        trace = node.meta.get("stack_trace")
+        if trace:
+            lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+            # The last two lines of the trace are 'File "...", line N, in f' and the code.
+            if len(lines) >= 2:
+                where = re.sub(r'^File "(.*)", line (\d+), in (.*)$', r"\1:\2 in \3", lines[-2])
+                source = f"{lines[-1]}  [{where}]"
+        return layer, source
+    return None, None
+
+
+def _fx_name(mil_name: str) -> str:
+    """The fx node a MIL op name came from: coremltools appends dtype suffixes to it."""
+    return re.sub(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32)+$", "", mil_name)
+
+
+def _conversion_error(err: Exception, exported: Any, tracker: _ConversionTracker) -> ExportError:
+    node_name = kind = None
+    text = str(err)
+    if match := _UNSUPPORTED_NODE.search(text):
+        node_name, kind = match.group("node"), match.group("kind")
+        what = f"op '{kind}' has no Core ML conversion in coremltools"
+    elif tracker.stage == _FRONTEND_STAGE and tracker.item is not None:
+        node_name, kind = getattr(tracker.item, "name", None), getattr(tracker.item, "kind", None)
+        what = f"converting op '{kind}' failed"
+    elif tracker.stage == _PASS_STAGE and tracker.item is not None:
+        what = f"MIL optimisation pass '{tracker.item}' failed"
+    elif match := _NAMED_LAYER.search(text):
+        # Checks after the passes (e.g. the rank <= 5 rule) name the MIL op they reject.
+        node_name, kind = _fx_name(match.group("name")), match.group("type")
+        what = f"Core ML rejects the '{kind}' op '{match.group('name')}'"
+    else:
+        what = "conversion failed"
+    parts = [f"Core ML conversion failed: {what}"]
+    layer = source = None
+    if node_name:
+        layer, source = _locate(exported, node_name)
+        if layer or source:
+            parts.append(f"(graph node '{node_name}')")
+    if layer:
+        parts.append(f"in layer {layer}")
+    message = " ".join(parts)
+    if source:
+        message += f"; source: {source}"
+    message += f". coremltools said: {type(err).__name__}: {text}"
+    return ExportError(
+        message, stage="convert", op=kind, layer=layer.split(" ")[0] if layer else None
+    )
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _model_options(model: nn.Module) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    options = _jsonable(config)
+    return options if isinstance(options, dict) else {"config": options}
+
+
+def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read back what :func:`export` recorded in a package, with JSON values decoded.
+
+    Keys are those of ``export``'s metadata without the ``"ane_lib."`` prefix, e.g.
+    ``{"model": "tiny_moat_1", "options": {...}, "version": "0.1.0", "input_shape": [1, 3, 256,
+    256], ...}``; keys recorded by other tools are left out.
+    """
+    info = package_io(path)
+    out: dict[str, Any] = {}
+    for key, raw in info.user_metadata.items():
+        if not key.startswith(META_PREFIX):
+            continue
+        try:
+            out[key[len(META_PREFIX) :]] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key[len(META_PREFIX) :]] = raw
+    return out
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _check_names(input_name: str, output_name: str) -> None:
+    for arg, name in (("input_name", input_name), ("output_name", output_name)):
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"{arg} must be a Python-identifier-like string, got {name!r}")
+    if input_name == output_name:
+        raise ValueError(f"input_name and output_name must differ, both are {input_name!r}")
+
+
+def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    dest = Path(path)
+    if dest.suffix != ".mlpackage":
+        raise ValueError(f"path must end in .mlpackage, got {str(dest)!r}")
+    if not dest.parent.is_dir():
+        raise ValueError(f"path {str(dest)!r}: parent folder {str(dest.parent)!r} does not exist")
+    if (dest.exists() or dest.is_symlink()) and not overwrite:
+        raise FileExistsError(
+            f"path {str(dest)!r} already exists; pass overwrite=True (--overwrite) to replace it"
+        )
+    return dest
+
+
+def _install(built: Path, dest: Path, scratch: Path) -> None:
+    """Move the complete package ``built`` to ``dest``; an old ``dest`` is removed only after."""
+    old = scratch / "previous"
+    had_old = dest.exists() or dest.is_symlink()
+    if had_old:
+        os.replace(dest, old)
+    try:
+        os.replace(built, dest)
+    except BaseException:
+        if had_old:
+            os.replace(old, dest)
+        raise
+
+
+def _stderr_progress() -> Callable[[str], None]:
+    """Progress lines on stderr, each with the seconds elapsed since the export started."""
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        elapsed = time.perf_counter() - start
+        print(f"ane-lib export [{elapsed:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def export(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    input_name: str = "image",
+    output_name: str = "logits",
+    name: str | None = None,
+    description: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    deployment_target: str = "iOS17",
+    precision: str = "fp16",
+    seed: int = 0,
+    progress: bool | Callable[[str], None] = False,
+) -> Path:
+    """Export ``model`` to a Core ML ML program at ``path`` (must end in ``.mlpackage``).
+
+    Args:
+        model: a module taking one tensor ``x: input_shape`` (e.g. ``(B, 3, H, W)``) and
+            returning one tensor (e.g. logits ``(B, num_classes)``). It is put in eval mode for
+            the export and its training flag is restored afterwards.
+        input_shape: the fixed input shape baked into the package, e.g. ``(1, 3, 256, 256)``.
+        path: destination ``.mlpackage``; refused if it exists unless ``overwrite=True``.
+        input_name / output_name: the package's feature names (default ``image`` / ``logits``).
+        name: model name stored in the metadata (default: ``model.name`` or the class name).
+        description: short description stored in the package.
+        metadata: extra user-defined metadata; values that are not strings are stored as JSON.
+            Stored with ``model.config`` (if present) as ``ane_lib.options``, the ane_lib version,
+            the input shape and the example-input seed; read back with
+            :func:`read_export_metadata`.
+        deployment_target: one of :data:`DEPLOYMENT_TARGETS`; default ``"iOS17"``.
+        precision: ``"fp16"`` (default: what the Neural Engine runs) or ``"fp32"`` (a package
+            that runs on CPU/GPU only; with the executor's fp32 mode it reproduces PyTorch's
+            float32 forward, which is how the executor itself is checked).
+        seed: seed of the example input used by ``torch.export`` (see :func:`example_input`).
+        progress: ``True`` prints stage lines to stderr; a callable receives them instead.
+
+    Returns the destination path. Raises ValueError/TypeError on bad arguments, FileExistsError
+    if ``path`` exists and ``overwrite`` is false, and :class:`ExportError` (naming the op,
+    layer and source line when known) if tracing or conversion fails; then nothing is written.
+    """
+    import ane_lib
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
+    if len(input_shape) == 0:
+        raise ValueError("input_shape must have at least one dimension, got ()")
+    shape = tuple(check_positive_int(f"input_shape[{i}]", d) for i, d in enumerate(input_shape))
+    _check_names(input_name, output_name)
+    check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
+    check_choice("precision", precision, ("fp16", "fp32"))
+    check_nonnegative_int("seed", seed)
+    dest = _check_destination(path, overwrite)
+    say: Callable[[str], None] | None
+    say = _stderr_progress() if progress is True else (progress if callable(progress) else None)
+
+    ct = import_coremltools()
+    config_name = getattr(getattr(model, "config", None), "name", None)
+    model_name = name or getattr(model, "name", None) or config_name or type(model).__name__
+    x = example_input(shape, seed)
+
+    # 1. Capture the graph with torch.export, in eval mode and without autograd.
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        if say:
+            say(f"torch.export of {model_name} with input {shape}")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            exported = torch.export.export(model, (x,)).run_decompositions({})
+    except Exception as err:
+        raise ExportError(
+            f"torch.export could not capture {model_name} with input shape {shape}: "
+            f"{type(err).__name__}: {err}",
+            stage="torch.export",
+        ) from err
+    finally:
+        model.train(was_training)
+
+    # 2. Convert to an fp16 ML program, with coremltools' bars and log lines kept out of sight.
+    tracker = _ConversionTracker(say)
+    if say:
+        say(f"coremltools: {precision} ML program for {deployment_target}")
+    try:
+        with _quiet_conversion(tracker):
+            mlmodel = ct.convert(
+                exported,
+                convert_to="mlprogram",
+                compute_precision=(
+                    ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
+                ),
+                minimum_deployment_target=getattr(ct.target, deployment_target),
+                inputs=[ct.TensorType(name=input_name, shape=shape)],
+                outputs=[ct.TensorType(name=output_name)],
+            )
+    except Exception as err:
+        raise _conversion_error(err, exported, tracker) from err
+
+    # 3. Metadata: who made it, from what, with which options.
+    mlmodel.author = f"ane_lib {ane_lib.__version__}"
+    mlmodel.version = ane_lib.__version__
+    mlmodel.short_description = description or (
+        f"{model_name} exported by ane_lib: fp16 ML program, input {input_name} {shape}"
+    )
+    mlmodel.input_description[input_name] = f"float tensor of shape {shape}"
+    mlmodel.output_description[output_name] = f"output of {model_name}"
+    user = mlmodel.user_defined_metadata
+    entries: dict[str, Any] = {
+        "model": model_name,
+        "version": ane_lib.__version__,
+        "input_shape": list(shape),
+        "input_name": input_name,
+        "output_name": output_name,
+        "example_seed": seed,
+        "deployment_target": deployment_target,
+    }
+    options = _model_options(model)
+    if options is not None:
+        entries["options"] = options
+    entries.update(dict(metadata or {}))
+    for key, value in entries.items():
+        user[META_PREFIX + str(key)] = (
+            value if isinstance(value, str) else json.dumps(_jsonable(value), sort_keys=True)
+        )
+
+    # 4. Save next to the destination, then rename into place.
+    if say:
+        say(f"saving {dest}")
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    try:
+        built = scratch / dest.name
+        with quiet_coremltools():
+            mlmodel.save(str(built))
+        _check_destination(dest, overwrite)  # someone may have created it meanwhile
+        _install(built, dest, scratch)
+    except (ValueError, FileExistsError):
+        raise
+    except Exception as err:
+        raise ExportError(f"saving {str(dest)!r} failed: {err}", stage="save") from err
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if say:
+        say(f"done in {time.perf_counter() - t0:.1f} s: {dest}")
+    return dest

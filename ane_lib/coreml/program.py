@@ -1,0 +1,194 @@
+"""Read a saved ``.mlpackage`` back as a MIL program, on Linux as well as on macOS.
+
+Core ML itself only runs on Apple platforms, but the package format is plain protobuf plus a
+weight blob, and coremltools can parse both anywhere: ``MLModel(path, skip_model_load=True)``
+reads the specification without compiling it, and the milproto loader rebuilds the
+``Program`` (ops, shapes, dtypes, constant weights) from it. Everything downstream in
+``ane_lib.coreml`` (the reference executor, the ANE report) starts from that program.
+
+coremltools logs a handful of warnings when it is imported on Linux ("Failed to load
+_MLModelProxy ...", untested torch/scikit-learn versions). They say only that the native Core ML
+runtime is absent, which we know; :func:`import_coremltools` imports the package with its logger
+raised to ERROR so those lines stay out of the user's way, while errors still come through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coremltools.converters.mil.mil import Program
+    from coremltools.models import MLModel
+
+__all__ = [
+    "TensorInfo",
+    "PackageInfo",
+    "import_coremltools",
+    "quiet_coremltools",
+    "open_package",
+    "load_program",
+    "package_io",
+]
+
+_CT_LOGGER = "coremltools"
+
+
+@contextlib.contextmanager
+def quiet_coremltools(level: int = logging.ERROR) -> Iterator[None]:
+    """Raise coremltools' logger to ``level`` inside the block, then restore it.
+
+    Used around our own calls into coremltools only: warnings coremltools emits elsewhere are
+    left as the user configured them.
+    """
+    logger = logging.getLogger(_CT_LOGGER)
+    previous = logger.level
+    logger.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def import_coremltools() -> ModuleType:
+    """Import and return ``coremltools`` without its import-time warnings about the platform.
+
+    Raises ImportError with an install hint when coremltools is missing (it is the optional
+    ``coreml`` extra of ``ane-lib``).
+    """
+    with quiet_coremltools():
+        try:
+            import coremltools as ct
+            import coremltools.converters.mil.frontend.milproto.load  # noqa: F401
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "ane_lib.coreml needs coremltools; install it with `pip install 'ane-lib[coreml]'`"
+            ) from err
+    return ct
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape and element type of one model input or output, as the package declares it.
+
+    ``shape`` is empty when the package leaves the shape unspecified (typical for outputs);
+    ``dtype`` is the Core ML array type name, e.g. ``"FLOAT16"`` or ``"FLOAT32"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """What a package declares about itself: interface, metadata and format version."""
+
+    path: Path
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    specification_version: int
+    author: str = ""
+    short_description: str = ""
+    version: str = ""
+    user_metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _check_package_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if p.suffix != ".mlpackage":
+        raise ValueError(f"path must be a Core ML package ending in .mlpackage, got {str(p)!r}")
+    if not p.exists():
+        raise ValueError(f"path {str(p)!r} does not exist (expected a saved .mlpackage)")
+    if not p.is_dir() or not (p / "Manifest.json").is_file():
+        raise ValueError(
+            f"path {str(p)!r} is not a valid .mlpackage (expected a directory with Manifest.json)"
+        )
+    return p
+
+
+def open_package(path: str | os.PathLike[str]) -> MLModel:
+    """Open a saved ML-program package without compiling or loading it in Core ML.
+
+    Works on any OS. Raises ValueError naming ``path`` when it is missing, is not an
+    ``.mlpackage`` or holds a model type other than an ML program (e.g. a neural network).
+    """
+    p = _check_package_path(path)
+    ct = import_coremltools()
+    with quiet_coremltools():
+        try:
+            model = ct.models.MLModel(str(p), skip_model_load=True)
+        except Exception as err:
+            raise ValueError(
+                f"path {str(p)!r} could not be read as a Core ML package: {err}"
+            ) from err
+    kind = model.get_spec().WhichOneof("Type")
+    if kind != "mlProgram":
+        raise ValueError(
+            f"path {str(p)!r} holds a Core ML model of type {kind!r}; expected an ML program "
+            "('mlProgram', what ct.convert(..., convert_to='mlprogram') writes)"
+        )
+    return model
+
+
+def load_program(path: str | os.PathLike[str]) -> Program:
+    """Load the MIL program (ops and weights) of a saved ``.mlpackage``, on Linux or macOS.
+
+    The returned ``coremltools.converters.mil.mil.Program`` has one function ``"main"`` whose
+    inputs and outputs carry the package's declared names and shapes; constant weights are
+    materialised as numpy arrays on their ``const`` ops.
+    """
+    model = open_package(path)
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+
+    spec = model.get_spec()
+    with quiet_coremltools():
+        return milproto_load.load(
+            spec,
+            specification_version=spec.specificationVersion,
+            file_weights_dir=model.weights_dir or "",
+        )
+
+
+def _tensor_info(feature: Any, array_type_names: Any) -> TensorInfo:
+    kind = feature.type.WhichOneof("Type")
+    if kind == "multiArrayType":
+        arr = feature.type.multiArrayType
+        return TensorInfo(
+            name=feature.name,
+            shape=tuple(int(d) for d in arr.shape),
+            dtype=array_type_names.Name(arr.dataType),
+        )
+    return TensorInfo(name=feature.name, shape=(), dtype=str(kind))
+
+
+def package_io(path: str | os.PathLike[str]) -> PackageInfo:
+    """Read a package's declared inputs, outputs and metadata (no program is built).
+
+    Example: for a classifier exported by :func:`ane_lib.coreml.export` this gives
+    ``inputs=(TensorInfo("image", (1, 3, 256, 256), "FLOAT32"),)`` and an output ``"logits"``.
+    """
+    p = _check_package_path(path)
+    model = open_package(p)
+    from coremltools.proto import FeatureTypes_pb2
+
+    spec = model.get_spec()
+    names = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType
+    desc = spec.description
+    meta = desc.metadata
+    return PackageInfo(
+        path=p,
+        inputs=tuple(_tensor_info(f, names) for f in desc.input),
+        outputs=tuple(_tensor_info(f, names) for f in desc.output),
+        specification_version=int(spec.specificationVersion),
+        author=meta.author,
+        short_description=meta.shortDescription,
+        version=meta.versionString,
+        user_metadata=dict(meta.userDefined),
+    )

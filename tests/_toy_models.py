@@ -1,0 +1,28 @@
+"""Small real models shared by the Core ML tests (converted for real with coremltools)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Classifier(nn.Module):
+    """x: (B, 3, H, W) -> logits (B, num_classes): conv, BN, GELU, mean pool, 1x1 conv head.
+
+    Written with the shape arithmetic ANE layers use (``B, C, H, W = x.shape``), which
+    ``torch.jit.trace`` cannot convert but ``torch.export`` can.
+    """
+
+    def __init__(self, num_classes: int = 4, width: int = 6) -> None:
+        super().__init__()
+        self.config = {"num_classes": num_classes, "width": width}
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.norm = nn.BatchNorm2d(width)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        y = F.gelu(self.norm(self.stem(x)))
+        y = y.reshape(B, -1, H * W).mean(-1).reshape(B, -1, 1, 1)
+        return self.head(y).reshape(B, -1)
