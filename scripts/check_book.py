@@ -91,6 +91,8 @@ async () => {
   const proseText = prose.textContent;
   const rawDelimiters = ["$$", "\\(", "\\)", "\\[", "\\]", "\\begin{"]
     .filter((d) => proseText.includes(d));
+  // A Markdown table that was not rendered leaves its "|---|" separator row in the text.
+  const rawTables = (proseText.match(/\|\s*:?-{3,}:?\s*\|/g) || []).length;
   const outputs = Array.from(article.querySelectorAll(".cell_output"));
   const errorOutputs = Array.from(
     article.querySelectorAll(".output.traceback, .output.error")).length;
@@ -109,6 +111,7 @@ async () => {
     untypeset,
     mathErrors,
     rawDelimiters,
+    rawTables,
     cells: article.querySelectorAll(".cell").length,
     errorOutputs,
     tracebacks,
@@ -301,6 +304,8 @@ def check_page(page: Page, base_url: str, rel_path: str, shot: Path) -> PageResu
         result.problems.append(f"MathJax errors: {facts['mathErrors']}")
     if facts["rawDelimiters"]:
         result.problems.append(f"raw TeX delimiters left in the text: {facts['rawDelimiters']}")
+    if facts["rawTables"]:
+        result.problems.append(f"{facts['rawTables']} Markdown table(s) left unrendered")
     if facts["errorOutputs"] or facts["tracebacks"]:
         result.problems.append(
             f"error outputs: {facts['errorOutputs']}, tracebacks: {facts['tracebacks']}"

@@ -215,6 +215,8 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _page(
             "<p>Inline <span class='math notranslate nohighlight'>\\(y = Wx\\)</span></p>"
             "<div class='math notranslate nohighlight'>\\[a^2 + b^2 = c^2\\]</div>"
+            "<table><tr><th>a</th></tr><tr><td>1</td></tr></table>"
+            "<pre>| code | may |\n|---|---|</pre>"
             "<img src='fig.png'><div class='cell'><div class='cell_output'>"
             "<div class='output stderr'><pre>UserWarning: fine</pre></div></div></div>"
         )
@@ -222,7 +224,7 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (html / "chapters" / "bad.html").write_text(
         _page(
             "<p>Left raw: $$x, never closed, and <span class='math'>\\(x^{1}^{2}\\)</span></p>"
-            "<img src='missing.png'>"
+            "<img src='missing.png'><p>| a | b |</p><p>|---|---|</p>"
             "<div class='cell'><div class='cell_output'><pre>Traceback (most recent call last)"
             "</pre><div class='output stderr'><pre>ValueError: boom</pre></div></div></div>",
             head="<script src='https://cdn.example.invalid/x.js'></script>",
@@ -262,6 +264,7 @@ def test_check_book_passes_good_pages_and_names_every_problem(
         "images not loaded",
         "Double exponent",
         "raw TeX delimiters",
+        "Markdown table(s) left unrendered",
         "tracebacks: 1",
         "ValueError: boom",
         "request(s) to other hosts",
