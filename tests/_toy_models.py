@@ -1,10 +1,12 @@
-"""Small real models shared by the Core ML tests (converted for real with coremltools)."""
+"""Small real models shared by several tests (the Core ML tests convert them for real)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ane_lib.functional.windows import window_partition, window_reverse
 
 
 class Classifier(nn.Module):
@@ -26,3 +28,15 @@ class Classifier(nn.Module):
         y = F.gelu(self.norm(self.stem(x)))
         y = y.reshape(B, -1, H * W).mean(-1).reshape(B, -1, 1, 1)
         return self.head(y).reshape(B, -1)
+
+
+class WindowRoundtrip(nn.Module):
+    """Window partition, a per-window op, window reverse: ``(B, C, 8, 8)`` NCHW, 4x4 windows."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = window_partition(x, 4, channels_last=False, method=self.method)  # type: ignore[arg-type]
+        return window_reverse(w * 2, 4, 8, 8, channels_last=False, method=self.method)  # type: ignore[arg-type]

@@ -5,19 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
 from ane_lib.nn.position import PE_TYPES
-
-
-def _randomize(module: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
 def _reference(attn: MultiHeadAttention, x: torch.Tensor) -> torch.Tensor:
@@ -69,14 +63,14 @@ def test_standard_form_equals_torch_scaled_dot_product_attention(case: dict) -> 
     dim = case["heads"] * case["head_dim"]
     grid = (case["gh"], case["gw"])
     attn = MultiHeadAttention(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
-    _randomize(attn, case["seed"])
+    randomize(attn, case["seed"])
     x = torch.randn(case["batch"], grid[0] * grid[1], dim, dtype=torch.float64)
     torch.testing.assert_close(attn(x), _reference(attn, x), rtol=0, atol=1e-12)
 
 
 def test_standard_form_without_pe_equals_nn_multiheadattention() -> None:
     attn = MultiHeadAttention(24, 3).double()
-    _randomize(attn, 0)
+    randomize(attn, 0)
     torch_attn = nn.MultiheadAttention(24, 3, batch_first=True).double()
     torch_attn.in_proj_weight.data.copy_(attn.qkv.weight)
     torch_attn.in_proj_bias.data.copy_(attn.qkv.bias)
@@ -93,7 +87,7 @@ def test_ane_form_equals_standard_form(case: dict) -> None:
     dim = case["heads"] * case["head_dim"]
     grid = (case["gh"], case["gw"])
     standard = MultiHeadAttention(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
-    _randomize(standard, case["seed"])
+    randomize(standard, case["seed"])
     ane = MultiHeadAttentionANE(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
     ane.load_state_dict(standard.state_dict())
     x = torch.randn(case["batch"], grid[0] * grid[1], dim, dtype=torch.float64)

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _reference import randomize_model
 from torch import nn
 
 from ane_lib.models import DeiT, DeiTANE, create_model, to_ane, to_standard
-
-
-def _randomize(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-            if "norm" in name and name.endswith("weight"):
-                p.add_(1.0)
 
 
 def test_parameter_count_is_deit_tiny() -> None:
@@ -68,7 +60,7 @@ def _torch_reference(model: DeiT, x: torch.Tensor) -> torch.Tensor:
 
 def test_standard_form_equals_torch_transformer_encoder() -> None:
     model = create_model("deit_tiny", image_size=32, num_classes=7, dtype=torch.float64).eval()
-    _randomize(model)
+    randomize_model(model)
     assert isinstance(model, DeiT)
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     with torch.no_grad():
@@ -78,7 +70,7 @@ def test_standard_form_equals_torch_transformer_encoder() -> None:
 @pytest.mark.parametrize("size", [32, 64])
 def test_to_ane_equals_the_standard_form(size: int) -> None:
     standard = create_model("deit_tiny", image_size=size, num_classes=10, dtype=torch.float64)
-    _randomize(standard, size)
+    randomize_model(standard, size)
     standard.eval()
     ane = to_ane(standard)
     assert isinstance(ane, DeiTANE)

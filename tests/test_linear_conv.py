@@ -1,7 +1,9 @@
-"""ane_lib.nn.linear_conv: Linear <-> 1x1 Conv2d modules, and loading Linear checkpoints by type."""
+"""ane_lib.nn.linear_conv: Linear <-> 1x1 Conv2d modules; weights loaded across the two by type."""
 
 from __future__ import annotations
 
+import copy
+import pickle
 from collections.abc import Sequence
 
 import pytest
@@ -17,6 +19,7 @@ from ane_lib.nn.linear_conv import (
     linear_from_conv1x1,
     load_linear_state_dict,
     register_linear_to_conv1x1_hook,
+    register_projection_layout_hooks,
 )
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -331,3 +334,98 @@ def test_hooks_object() -> None:
     hooks.remove()
     hooks.remove()  # idempotent
     assert all(len(m._load_state_dict_pre_hooks) == 0 for m in conv.modules())
+
+
+# --- hooks in both directions: each Linear and each dense 1x1 conv loads the other's weight
+
+
+@SETTINGS
+@given(
+    widths=st.lists(st.integers(1, 10), min_size=1, max_size=4),
+    n_out=st.integers(1, 6),
+    head_name=st.sampled_from(["classifier", "proj_out", "fc_final", "head"]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_twins_load_each_others_state_dicts(
+    widths: list[int], n_out: int, head_name: str, bias: bool, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    lin, conv = _twins(widths, n_out, head_name, bias)
+    names = tuple(f"layers.{i}" for i in range(len(widths) - 1)) + (head_name,)
+    for model in (lin, conv):
+        assert register_projection_layout_hooks(model).module_names == names
+    conv_state = conv.state_dict()
+    before = {k: v.clone() for k, v in conv_state.items()}
+    lin.load_state_dict(conv_state)  # conv -> Linear
+    for key, value in before.items():  # the caller's state dict is left as it was
+        assert conv_state[key].shape == value.shape and torch.equal(conv_state[key], value)
+    x = torch.randn(2, 5, widths[0], dtype=torch.float64)
+    _assert_twins_agree(lin, conv, x)
+    torch.manual_seed(seed + 1)
+    fresh_lin, _ = _twins(widths, n_out, head_name, bias)
+    conv.load_state_dict(fresh_lin.state_dict())  # Linear -> conv
+    _assert_twins_agree(fresh_lin, conv, x)
+
+
+def test_projection_hooks_choose_modules_by_type() -> None:
+    for proj in (nn.Linear, nn.Conv2d):
+        assert register_projection_layout_hooks(TimelineTagger(proj)).module_names == ("proj_out",)
+    source = TimelineTagger(nn.Conv2d).double()
+    target = TimelineTagger(nn.Linear).double()
+    register_projection_layout_hooks(target)
+    target.load_state_dict(source.state_dict())
+    for key, value in source.state_dict().items():
+        expected = value[:, :, 0, 0] if key == "proj_out.weight" else value
+        assert torch.equal(target.state_dict()[key], expected), key
+
+
+def test_wrong_conv_shape_for_a_linear_names_key_and_both_shapes() -> None:
+    lin, conv = _twins([4, 5], 2, "proj_out")
+    register_projection_layout_hooks(lin)
+    for bad in ((3, 5, 1, 1), (2, 5, 3, 3)):
+        state = {**conv.state_dict(), "proj_out.weight": torch.zeros(bad, dtype=torch.float64)}
+        shape = ", ".join(map(str, bad))
+        with pytest.raises(
+            ValueError,
+            match=rf"state_dict\['proj_out.weight'\] has shape \({shape}\), but the Linear "
+            r"'proj_out' has weight shape \(2, 5\), so a 1x1-convolution weight must have shape "
+            r"\(2, 5, 1, 1\)",
+        ):
+            lin.load_state_dict(state)
+    register_projection_layout_hooks(conv)
+    state = {**lin.state_dict(), "proj_out.weight": torch.zeros(2, 4, dtype=torch.float64)}
+    with pytest.raises(
+        ValueError,
+        match=r"state_dict\['proj_out.weight'\] has shape \(2, 4\), but the 1x1 convolution "
+        r"'proj_out' has weight shape \(2, 5, 1, 1\), so a Linear weight must have shape \(2, 5\)",
+    ):
+        conv.load_state_dict(state)
+
+
+def test_projection_hooks_survive_deepcopy_and_pickle() -> None:
+    torch.manual_seed(4)
+    lin, conv = _twins([3, 6], 2, "head")
+    register_projection_layout_hooks(lin)
+    x = torch.randn(2, 4, 3, dtype=torch.float64)
+    for clone in (copy.deepcopy(lin), pickle.loads(pickle.dumps(lin))):
+        clone.load_state_dict(conv.state_dict())  # the copy's own hooks convert the weights
+        _assert_twins_agree(clone, conv, x)
+
+
+def test_projection_hook_registration_errors_and_removal() -> None:
+    with pytest.raises(TypeError, match="model must be an nn.Module, got list"):
+        register_projection_layout_hooks([])  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError,
+        match=r"model \(Sequential\) has no nn.Linear or nn.Conv2d with a 1x1 kernel and groups=1",
+    ):
+        register_projection_layout_hooks(
+            nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1, groups=2))
+        )
+    lin, conv = _twins([4, 5], 2, "proj_out")
+    hooks = register_projection_layout_hooks(lin)
+    hooks.remove()
+    assert all(len(m._load_state_dict_pre_hooks) == 0 for m in lin.modules())
+    with pytest.raises(RuntimeError, match="size mismatch for proj_out.weight"):
+        lin.load_state_dict(conv.state_dict())

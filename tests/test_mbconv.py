@@ -5,48 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import deeplab2_mbconv, randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from ane_lib.nn.mbconv import BN_EPS, MBConvBlock, MBConvBlockANE, SqueezeExcitation
-
-
-def randomize(module: nn.Module, seed: int) -> None:
-    """Random weights and batch-norm running statistics, so equivalence tests can fail."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-
-
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, BN_EPS)
-
-
-def deeplab2_mbconv(block: MBConvBlock, x: torch.Tensor) -> torch.Tensor:
-    """deeplab2's MBConvBlock.call (eval mode), written out with functional ops."""
-    s = block.stride
-    shortcut = F.avg_pool2d(x, s, s) if s > 1 else x
-    if block.shortcut_conv is not None:
-        shortcut = F.conv2d(shortcut, block.shortcut_conv.weight, block.shortcut_conv.bias)
-    r = _bn(x, block.pre_norm)
-    r = F.conv2d(r, block.expand_conv.weight)  # no bias
-    r = F.gelu(_bn(r, block.expand_norm))
-    r = F.conv2d(r, block.depthwise_conv.weight, stride=s, padding=1, groups=r.shape[1])
-    r = F.gelu(_bn(r, block.depthwise_norm))
-    if block.se is not None:
-        gate = r.mean(dim=(2, 3), keepdim=True)
-        gate = F.conv2d(gate, block.se.reduce.weight, block.se.reduce.bias)
-        gate = F.conv2d(gate * torch.sigmoid(gate), block.se.expand.weight, block.se.expand.bias)
-        r = r * torch.sigmoid(gate)
-    r = F.conv2d(r, block.shrink_conv.weight, block.shrink_conv.bias)
-    return shortcut + r
+from ane_lib.nn.mbconv import MBConvBlock, MBConvBlockANE, SqueezeExcitation
 
 
 def test_parameter_shapes_follow_deeplab2() -> None:

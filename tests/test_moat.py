@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _reference import MaxRank, randomize_model
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ane_lib.models import MOAT, MOATANE, create_model, flat_layout, to_ane, to_standard
 from ane_lib.models.config import MOAT_PE_TYPES
@@ -62,21 +62,6 @@ def test_position_embedding_sizes_at_224() -> None:
     assert _count(single) - _count(none) == shared_rpe
 
 
-def randomize(model: nn.Module, seed: int = 0) -> None:
-    """Random weights, norms and batch-norm running statistics, so the comparison can fail."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-            if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)) or type(m).__name__ == "LayerNormANE":
-                m.weight.add_(1.0)  # type: ignore[operator]
-
-
 # (image size, window): stage 3 is size/16, stage 4 size/32; the window 2 at 64 partitions
 # stage 3 (4x4 -> 4 windows) and covers stage 4 (2x2) whole; at 128 the window 4 does likewise.
 SIZES = [(64, 2), (128, 4)]
@@ -95,7 +80,7 @@ def test_to_ane_equals_the_standard_form(pe: str, attention: str, size: int, win
         num_classes=10,
         dtype=torch.float64,
     )
-    randomize(standard)
+    randomize_model(standard)
     standard.eval()
     ane = to_ane(standard)
     assert isinstance(ane, MOATANE) and not ane.training and ane.config == standard.config
@@ -115,7 +100,7 @@ def test_windows_on_every_attention_stage() -> None:
     standard = create_model(
         "tiny_moat_0", pe="rpe", attention="local", window=2, image_size=128, dtype=torch.float64
     )
-    randomize(standard, 5)
+    randomize_model(standard, 5)
     standard.eval()
     ane = to_ane(standard)
     x = torch.randn(1, 3, 128, 128, dtype=torch.float64)
@@ -139,28 +124,15 @@ def test_flat_layout_is_chosen_where_the_width_is_not_a_multiple_of_32() -> None
     assert ane224.stage_flat == (True, True, True, True)  # type: ignore[union-attr]
 
 
-class _RankRecorder(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_rank = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_rank = max(self.max_rank, t.ndim)
-        return out
-
-
 def test_ane_form_never_uses_a_tensor_of_rank_above_5() -> None:
     standard = create_model("tiny_moat_0", pe="lepe", attention="local", window=2, image_size=64)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        recorder = _RankRecorder()
+        recorder = MaxRank()
         with recorder:
             standard.eval()(x)
         assert recorder.max_rank == 6  # the standard form's window partition is rank 6
-        recorder = _RankRecorder()
+        recorder = MaxRank()
         with recorder:
             to_ane(standard)(x)
         assert recorder.max_rank == 5
@@ -170,7 +142,7 @@ def test_forward_and_backward_run_in_both_forms_and_agree_in_training() -> None:
     standard = create_model(
         "tiny_moat_0", pe="lepe", attention="local", window=2, image_size=64, num_classes=5
     ).double()
-    randomize(standard, 2)
+    randomize_model(standard, 2)
     ane = to_ane(standard)
     assert standard.training and ane.training
     x = torch.randn(4, 3, 64, 64, dtype=torch.float64)

@@ -5,41 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import deeplab2_mbconv, randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from ane_lib.nn.mbconv import BN_EPS, MBConvBlock
 from ane_lib.nn.moat_block import MOATBlock, MOATBlockANE
 from ane_lib.nn.position import PE_TYPES
-
-
-def randomize(module: nn.Module, seed: int) -> None:
-    """Random weights and batch-norm running statistics, so equivalence tests can fail."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-
-
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
-    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, BN_EPS)
-
-
-def _mbconv_without_se(block: MBConvBlock, x: torch.Tensor) -> torch.Tensor:
-    s = block.stride
-    shortcut = F.avg_pool2d(x, s, s) if s > 1 else x
-    if block.shortcut_conv is not None:
-        shortcut = F.conv2d(shortcut, block.shortcut_conv.weight, block.shortcut_conv.bias)
-    r = F.gelu(_bn(F.conv2d(_bn(x, block.pre_norm), block.expand_conv.weight), block.expand_norm))
-    r = F.conv2d(r, block.depthwise_conv.weight, stride=s, padding=1, groups=r.shape[1])
-    r = F.gelu(_bn(r, block.depthwise_norm))
-    return shortcut + F.conv2d(r, block.shrink_conv.weight, block.shrink_conv.bias)
 
 
 def _attend_one_grid(block: MOATBlock, t: torch.Tensor) -> torch.Tensor:
@@ -68,7 +39,8 @@ def _attend_one_grid(block: MOATBlock, t: torch.Tensor) -> torch.Tensor:
 
 def deeplab2_moat_block(block: MOATBlock, x: torch.Tensor) -> torch.Tensor:
     """deeplab2's MOATBlock.call (eval mode); windows cut out one by one with slicing."""
-    y = _mbconv_without_se(block.mbconv, x)
+    assert block.mbconv.se is None  # deeplab2's MOAT block uses MBConv without SE
+    y = deeplab2_mbconv(block.mbconv, x)
     norm = block.attention_norm
     t = F.layer_norm(y.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias, 1e-5)
     B, H, W, _ = t.shape

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from _toy_models import WindowRoundtrip
 from torch import nn
 
 from ane_lib.coreml.export import export
@@ -25,7 +26,6 @@ from ane_lib.coreml.report import (
     plot_padding_by_stage,
     report,
 )
-from ane_lib.functional.windows import window_partition, window_reverse
 
 ct = import_coremltools()
 
@@ -104,18 +104,6 @@ class Staged(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-class Windows(nn.Module):
-    """Window partition, a per-window op, window reverse (NCHW, 4x4 windows)."""
-
-    def __init__(self, method: str) -> None:
-        super().__init__()
-        self.method = method
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = window_partition(x, 4, channels_last=False, method=self.method)  # type: ignore[arg-type]
-        return window_reverse(w * 2, 4, 8, 8, channels_last=False, method=self.method)  # type: ignore[arg-type]
-
-
 class Wide(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
@@ -132,8 +120,8 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
         "transposes": (Transposes, (1, 4, 8, 16)),
         "fallbacks": (Fallbacks, (1, 4, 32, 32)),
         "staged": (Staged, (1, 3, 16, 16)),
-        "windows_5d": (lambda: Windows("5d"), (1, 3, 8, 8)),
-        "windows_6d": (lambda: Windows("6d"), (1, 3, 8, 8)),
+        "windows_5d": (lambda: WindowRoundtrip("5d"), (1, 3, 8, 8)),
+        "windows_6d": (lambda: WindowRoundtrip("6d"), (1, 3, 8, 8)),
         "wide": (Wide, (1, MAX_DIM + 16)),
     }
     folder = tmp_path_factory.mktemp("packages")
@@ -245,13 +233,13 @@ def test_reported_fallbacks_are_flagged(package: Callable[[str], Path]) -> None:
 def test_rank6_window_partition_is_flagged() -> None:
     """Without the converter's rank-6 rewrite, the Swin partition keeps rank-6 tensors."""
     rewrite = "common::expand_high_rank_reshape_and_transpose"
-    rep6 = report(mil_program(Windows("6d"), (1, 3, 8, 8), skip=(rewrite,)))
+    rep6 = report(mil_program(WindowRoundtrip("6d"), (1, 3, 8, 8), skip=(rewrite,)))
     assert rep6.max_rank == 6
     assert {r.op_type for r in rep6.high_rank_ops} == {"reshape", "transpose"}
     assert all(r.rank == 6 for r in rep6.high_rank_ops)
     assert not rep6.ok and "op(s) with rank > 5" in rep6.problems()[0]
     assert "[!!] rank <= 5 (max 6)" in str(rep6)
-    rep5 = report(mil_program(Windows("5d"), (1, 3, 8, 8), skip=(rewrite,)))
+    rep5 = report(mil_program(WindowRoundtrip("5d"), (1, 3, 8, 8), skip=(rewrite,)))
     assert rep5.max_rank == 5 and not rep5.high_rank_ops and rep5.ok
 
 

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _reference import randomize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from ane_lib.nn.transformer import Mlp, MlpANE, TransformerBlock, TransformerBlockANE
-
-
-def _randomize(module: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
 def _torch_layer(block: TransformerBlock, heads: int) -> nn.TransformerEncoderLayer:
@@ -54,7 +48,7 @@ def test_standard_block_equals_torch_encoder_layer_and_ane_equals_it(
 ) -> None:
     dim = heads * head_dim
     block = TransformerBlock(dim, heads).double().eval()
-    _randomize(block, seed)
+    randomize(block, seed)
     x = torch.randn(2, tokens, dim, dtype=torch.float64)
     with torch.no_grad():
         expected = _torch_layer(block, heads)(x)
@@ -67,7 +61,7 @@ def test_standard_block_equals_torch_encoder_layer_and_ane_equals_it(
 
 def test_mlp_forms_load_each_other() -> None:
     mlp = Mlp(6, 10).double()
-    _randomize(mlp, 1)
+    randomize(mlp, 1)
     ane = MlpANE(6, 10).double()
     ane.load_state_dict(mlp.state_dict())
     assert ane.fc1.weight.shape == (10, 6, 1, 1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _reference import MaxRank
+from _toy_models import WindowRoundtrip
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.overrides import TorchFunctionMode
 
 from ane_lib.functional.windows import window_partition, window_reverse
 
@@ -104,21 +105,6 @@ def test_int_window_is_square_and_default_is_5d() -> None:
     assert torch.equal(window_reverse(a, 4, 8, 12, channels_last=True), x)
 
 
-class MaxRank(TorchFunctionMode):
-    """Record the largest rank of any tensor that a torch function or method returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_rank = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_rank = max(self.max_rank, t.ndim)
-        return out
-
-
 @pytest.mark.parametrize("channels_last", LAYOUTS)
 @pytest.mark.parametrize(("method", "expected_rank"), [("5d", 5), ("6d", 6)])
 def test_intermediate_rank(channels_last: bool, method: str, expected_rank: int) -> None:
@@ -132,21 +118,11 @@ def test_intermediate_rank(channels_last: bool, method: str, expected_rank: int)
     assert rev.max_rank == expected_rank
 
 
-class _Roundtrip(torch.nn.Module):
-    def __init__(self, method: str) -> None:
-        super().__init__()
-        self.method = method
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = window_partition(x, 4, channels_last=False, method=self.method)  # type: ignore[arg-type]
-        return window_reverse(w * 2, 4, 8, 8, channels_last=False, method=self.method)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(("method", "expected_rank"), [("5d", 5), ("6d", 6)])
 def test_exported_graph_rank(method: str, expected_rank: int) -> None:
     """The graph that goes to Core ML (torch.export, decomposed) has the same maximum rank."""
     x = torch.randn(1, 3, 8, 8)
-    ep = torch.export.export(_Roundtrip(method), (x,)).run_decompositions({})
+    ep = torch.export.export(WindowRoundtrip(method), (x,)).run_decompositions({})
     ranks = [
         node.meta["val"].ndim
         for node in ep.graph.nodes

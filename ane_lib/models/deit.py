@@ -19,7 +19,7 @@ from torch import nn
 from ane_lib._checks import check_rank
 from ane_lib.models.config import DeiTConfig
 from ane_lib.models.moat import init_weights
-from ane_lib.nn._state_dict import register_projection_hook
+from ane_lib.nn.linear_conv import register_projection_layout_hooks
 from ane_lib.nn.norm import LayerNormANE
 from ane_lib.nn.position import AbsolutePositionEmbedding
 from ane_lib.nn.transformer import TransformerBlock, TransformerBlockANE
@@ -84,7 +84,7 @@ class _DeiTBase(nn.Module):
         self.register_load_state_dict_pre_hook(_cls_token_hook)
 
     def _finish(self) -> None:
-        register_projection_hook(self, ("head",))
+        register_projection_layout_hooks(self.head)
         init_weights(self)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 

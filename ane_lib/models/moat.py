@@ -23,7 +23,7 @@ from torch import nn
 
 from ane_lib._checks import check_rank
 from ane_lib.models.config import MOATConfig
-from ane_lib.nn._state_dict import register_projection_hook
+from ane_lib.nn.linear_conv import register_projection_layout_hooks
 from ane_lib.nn.mbconv import BN_EPS, BN_MOMENTUM, MBConvBlock, MBConvBlockANE
 from ane_lib.nn.moat_block import LN_EPS, MOATBlock, MOATBlockANE
 from ane_lib.nn.norm import LayerNormANE
@@ -152,7 +152,7 @@ class MOAT(_MOATBase):
         width = config.hidden_sizes[-1]
         self.head_norm = nn.LayerNorm(width, eps=LN_EPS)
         self.head = nn.Linear(width, config.num_classes)
-        register_projection_hook(self, ("head",))
+        register_projection_layout_hooks(self.head)
         init_weights(self)
 
     def _block(
@@ -215,7 +215,7 @@ class MOATANE(_MOATBase):
         width = config.hidden_sizes[-1]
         self.head_norm = LayerNormANE(width, eps=LN_EPS)
         self.head = nn.Conv2d(width, config.num_classes, kernel_size=1)
-        register_projection_hook(self, ("head",))
+        register_projection_layout_hooks(self.head)
         init_weights(self)
 
     def _block(

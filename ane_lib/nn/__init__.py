@@ -12,6 +12,7 @@ from ane_lib.nn.linear_conv import (
     linear_from_conv1x1,
     load_linear_state_dict,
     register_linear_to_conv1x1_hook,
+    register_projection_layout_hooks,
 )
 from ane_lib.nn.mbconv import (
     BN_EPS,
@@ -58,5 +59,6 @@ __all__ = [
     "linear_from_conv1x1",
     "load_linear_state_dict",
     "register_linear_to_conv1x1_hook",
+    "register_projection_layout_hooks",
     "relative_position_index",
 ]

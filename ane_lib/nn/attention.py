@@ -16,8 +16,9 @@ position embedding (:data:`ane_lib.nn.position.PE_TYPES`).
   transposed once to ``(B, N, 1, C)`` before it is split.
 
 The two load each other's state dicts (``qkv`` is split into or concatenated from the three
-projections; Linear and 1x1-conv weights are reshaped), so they are the same layer with the same
-weights in two layouts.
+projections by a hook of the attention layer; each projection's own hook, from
+:func:`~ane_lib.nn.linear_conv.register_projection_layout_hooks`, then reshapes Linear and
+1x1-conv weights), so they are the same layer with the same weights in two layouts.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
-from ane_lib.functional.projection import conv1x1_weight_to_linear, linear_weight_to_conv1x1
-from ane_lib.nn._state_dict import projections_as
+from ane_lib.nn.linear_conv import register_projection_layout_hooks
 from ane_lib.nn.position import (
     PE_TYPES,
     AbsolutePositionEmbedding,
@@ -130,6 +130,7 @@ class MultiHeadAttention(_AttentionBase):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.register_load_state_dict_pre_hook(_fuse_qkv_hook)
+        register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, N, C)`` -> ``(B, N, C)``."""
@@ -176,6 +177,7 @@ class MultiHeadAttentionANE(_AttentionBase):
         self.v_proj = nn.Conv2d(dim, dim, kernel_size=1)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
         self.register_load_state_dict_pre_hook(_split_qkv_hook)
+        register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, C, 1, N)`` -> ``(B, C, 1, N)``."""
@@ -210,6 +212,11 @@ class MultiHeadAttentionANE(_AttentionBase):
         return self.proj(out)
 
 
+# The attention layer's hooks only rename entries: they run before those of its projections
+# (``load_state_dict`` visits a module before its children), which then convert each weight to
+# their own layout, (O, I) or (O, I, 1, 1).
+
+
 def _split_qkv_hook(
     module: nn.Module,
     state_dict: dict[str, Any],
@@ -220,16 +227,14 @@ def _split_qkv_hook(
     unexpected_keys: list[str],
     error_msgs: list[str],
 ) -> None:
-    """Standard -> ANE: ``qkv.{weight,bias}`` ``(3C, C)`` -> three ``(C, C, 1, 1)`` convs."""
+    """Standard -> ANE: ``qkv.{weight,bias}`` ``(3C, C)``, ``(3C,)`` -> ``q_proj``, ``k_proj``,
+    ``v_proj`` ``(C, C)``, ``(C,)`` each."""
     for suffix in ("weight", "bias"):
         fused = state_dict.pop(f"{prefix}qkv.{suffix}", None)
         if fused is None:
             continue
         for name, part in zip(("q_proj", "k_proj", "v_proj"), fused.chunk(3, dim=0), strict=True):
-            state_dict[f"{prefix}{name}.{suffix}"] = (
-                linear_weight_to_conv1x1(part) if suffix == "weight" and part.ndim == 2 else part
-            )
-    projections_as(state_dict, prefix, ("proj",), rank=4)
+            state_dict[f"{prefix}{name}.{suffix}"] = part
 
 
 def _fuse_qkv_hook(
@@ -242,13 +247,10 @@ def _fuse_qkv_hook(
     unexpected_keys: list[str],
     error_msgs: list[str],
 ) -> None:
-    """ANE -> standard: three ``(C, C, 1, 1)`` convs -> ``qkv`` ``(3C, C)`` Linear."""
+    """ANE -> standard: ``q_proj``, ``k_proj``, ``v_proj`` ``(C, C, 1, 1)``, ``(C,)`` ->
+    ``qkv`` ``(3C, C, 1, 1)``, ``(3C,)`` (concatenated along the output channels)."""
     for suffix in ("weight", "bias"):
         keys = [f"{prefix}{name}.{suffix}" for name in ("q_proj", "k_proj", "v_proj")]
         if not all(key in state_dict for key in keys):
             continue
-        parts = [state_dict.pop(key) for key in keys]
-        if suffix == "weight":
-            parts = [conv1x1_weight_to_linear(p) if p.ndim == 4 else p for p in parts]
-        state_dict[f"{prefix}qkv.{suffix}"] = torch.cat(parts, dim=0)
-    projections_as(state_dict, prefix, ("proj",), rank=2)
+        state_dict[f"{prefix}qkv.{suffix}"] = torch.cat([state_dict.pop(k) for k in keys], dim=0)

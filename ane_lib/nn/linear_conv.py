@@ -1,4 +1,4 @@
-"""``nn.Linear`` <-> ``nn.Conv2d(kernel_size=1)``, and loading Linear weights into 1x1 convolutions.
+"""``nn.Linear`` <-> ``nn.Conv2d(kernel_size=1)``, and loading either one's weights into the other.
 
 A model rewritten for the Neural Engine replaces its Linear layers by 1x1 convolutions over a
 ``(B, C, 1, S)`` tensor. The weights are the same numbers, only the shape differs: ``(O, I)`` for
@@ -15,11 +15,16 @@ name happens to contain ``"lin"`` (an embedding table called ``timeline_embed``)
 The hook here picks modules by their *type*: every ``nn.Conv2d`` with a 1x1 kernel and
 ``groups=1`` (found with ``named_modules``) gets a pre-hook that reshapes the incoming
 ``<its prefix>weight`` when it is 2D, and checks its shape.
+
+The same pre-hook, installed on ``nn.Linear`` layers too, works in both directions: each
+projection converts an incoming weight of the other form to its own rank. The library's layers
+and models install it for good (:func:`register_projection_layout_hooks`), so a standard model
+and its Neural Engine twin load each other's state dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +42,7 @@ __all__ = [
     "linear_from_conv1x1",
     "Conv1x1LoadHooks",
     "register_linear_to_conv1x1_hook",
+    "register_projection_layout_hooks",
     "load_linear_state_dict",
 ]
 
@@ -133,7 +139,12 @@ def _is_dense_conv1x1(module: nn.Module) -> bool:
     )
 
 
-def _reshape_incoming_linear_weight(
+def _is_projection(module: nn.Module) -> bool:
+    """True for an ``nn.Linear`` or a dense 1x1 ``nn.Conv2d``: the two forms of a projection."""
+    return isinstance(module, nn.Linear) or _is_dense_conv1x1(module)
+
+
+def _projection_weight_to_own_rank(
     module: nn.Module,
     state_dict: dict[str, Any],
     prefix: str,
@@ -143,33 +154,47 @@ def _reshape_incoming_linear_weight(
     unexpected_keys: list[str],
     error_msgs: list[str],
 ) -> None:
-    """Load-state-dict pre-hook of one 1x1 ``nn.Conv2d``: ``(O, I)`` -> ``(O, I, 1, 1)``.
+    """Load-state-dict pre-hook of one projection: ``(O, I)`` <-> ``(O, I, 1, 1)``.
+
+    An incoming ``weight`` in the other form's layout is checked against the module's own shape
+    and converted to the module's rank: a Linear weight ``(O, I)`` for a 1x1 ``nn.Conv2d``, a 1x1
+    convolution weight ``(O, I, 1, 1)`` for an ``nn.Linear``. Any other rank is left for
+    ``load_state_dict`` to report as a size mismatch.
 
     ``prefix`` is the module's own name in the state dict (e.g. ``"head.proj_out."``), given by
     ``load_state_dict``, so the key is found without guessing from names. ``state_dict`` is
-    ``load_state_dict``'s private copy: the caller's dictionary is left untouched.
+    ``load_state_dict``'s private copy: the caller's dictionary is left untouched. A
+    module-level function, so that a model holding the hook can be pickled and deep-copied.
     """
     key = prefix + "weight"
     incoming = state_dict.get(key)
-    if not isinstance(module, nn.Conv2d) or not isinstance(incoming, torch.Tensor):
+    if not isinstance(incoming, torch.Tensor):
         return  # absent: strict loading reports it
-    if incoming.ndim != 2:
-        return  # already (O, I, 1, 1), or another rank that load_state_dict reports as a mismatch
-    expected = (module.out_channels, module.in_channels)
+    if isinstance(module, nn.Linear) and incoming.ndim == 4:
+        kind, other = "Linear", "1x1-convolution"
+        expected: tuple[int, ...] = (module.out_features, module.in_features, 1, 1)
+        convert = conv1x1_weight_to_linear
+    elif isinstance(module, nn.Conv2d) and incoming.ndim == 2:
+        kind, other = "1x1 convolution", "Linear"
+        expected = (module.out_channels, module.in_channels)
+        convert = linear_weight_to_conv1x1
+    else:
+        return  # already the module's rank, or one that load_state_dict reports as a mismatch
     if tuple(incoming.shape) != expected:
         raise ValueError(
-            f"state_dict[{key!r}] has shape {tuple(incoming.shape)}, but the 1x1 convolution "
+            f"state_dict[{key!r}] has shape {tuple(incoming.shape)}, but the {kind} "
             f"{prefix[:-1] or '<root>'!r} has weight shape {tuple(module.weight.shape)}, "
-            f"so a Linear weight must have shape {expected}"
+            f"so a {other} weight must have shape {expected}"
         )
-    state_dict[key] = linear_weight_to_conv1x1(incoming)
+    state_dict[key] = convert(incoming)
 
 
 class Conv1x1LoadHooks:
-    """The pre-hooks installed by :func:`register_linear_to_conv1x1_hook`.
+    """The pre-hooks installed by :func:`register_linear_to_conv1x1_hook` or
+    :func:`register_projection_layout_hooks`.
 
-    ``module_names`` lists the hooked 1x1 convolutions (``""`` is the root module);
-    ``remove()`` uninstalls every hook. Usable as a context manager, which removes the hooks on
+    ``module_names`` lists the hooked modules (``""`` is the root module); ``remove()``
+    uninstalls every hook. Usable as a context manager, which removes the hooks on
     exit.
     """
 
@@ -197,6 +222,22 @@ class Conv1x1LoadHooks:
         return f"Conv1x1LoadHooks(module_names={self.module_names!r})"
 
 
+def _register_projection_hooks(
+    model: nn.Module, select: Callable[[nn.Module], bool], wanted: str
+) -> Conv1x1LoadHooks:
+    """Install :func:`_projection_weight_to_own_rank` on every module of ``model`` that
+    ``select`` accepts (``model`` itself included); ``wanted`` names them in the error."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    targets = [(name, m) for name, m in model.named_modules() if select(m)]
+    if not targets:
+        raise ValueError(f"model ({type(model).__name__}) has no {wanted}")
+    handles = tuple(
+        m.register_load_state_dict_pre_hook(_projection_weight_to_own_rank) for _, m in targets
+    )
+    return Conv1x1LoadHooks(tuple(name for name, _ in targets), handles)
+
+
 def register_linear_to_conv1x1_hook(model: nn.Module) -> Conv1x1LoadHooks:
     """Let ``model.load_state_dict`` accept Linear weights ``(O, I)`` for its 1x1 convolutions.
 
@@ -217,18 +258,42 @@ def register_linear_to_conv1x1_hook(model: nn.Module) -> Conv1x1LoadHooks:
             at loading, if a 2D weight for one of them has the wrong shape (naming the key and
             both shapes).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    targets = [(name, m) for name, m in model.named_modules() if _is_dense_conv1x1(m)]
-    if not targets:
-        raise ValueError(
-            f"model ({type(model).__name__}) has no nn.Conv2d with a 1x1 kernel and groups=1 to "
-            "load Linear weights into"
-        )
-    handles = tuple(
-        m.register_load_state_dict_pre_hook(_reshape_incoming_linear_weight) for _, m in targets
+    return _register_projection_hooks(
+        model,
+        _is_dense_conv1x1,
+        "nn.Conv2d with a 1x1 kernel and groups=1 to load Linear weights into",
     )
-    return Conv1x1LoadHooks(tuple(name for name, _ in targets), handles)
+
+
+def register_projection_layout_hooks(model: nn.Module) -> Conv1x1LoadHooks:
+    """Let ``model.load_state_dict`` accept each projection's weight in either layout.
+
+    Every ``nn.Linear`` and every ``nn.Conv2d`` with a 1x1 kernel and ``groups=1`` in ``model``
+    (``model`` itself included) gets a load-state-dict pre-hook that converts an incoming
+    ``<name>.weight`` of the other layout to its own, after checking its shape: a Linear accepts a
+    1x1-convolution weight ``(O, I, 1, 1)``, a 1x1 convolution a Linear weight ``(O, I)``. So a
+    model written with Linear layers on ``(B, S, C)`` and its twin with 1x1 convolutions on
+    ``(B, C, 1, S)`` load each other's state dicts. Modules are chosen by type, as in
+    :func:`register_linear_to_conv1x1_hook`; biases and all other weights load unchanged.
+
+    The library's layers install these hooks for good when they are built (e.g.
+    :class:`~ane_lib.nn.attention.MultiHeadAttention` on its projections, the models on their
+    head); they survive ``copy.deepcopy`` and pickling. Registering twice on one module is
+    harmless (the second hook finds the weight already converted) but useless.
+
+    Args:
+        model: any ``nn.Module`` containing at least one such projection.
+
+    Returns:
+        A :class:`Conv1x1LoadHooks` listing the hooked modules; ``.remove()`` uninstalls them.
+
+    Raises:
+        ValueError: at registration, if ``model`` has no such projection; at loading, if a
+            weight of the other layout has the wrong shape (naming the key and both shapes).
+    """
+    return _register_projection_hooks(
+        model, _is_projection, "nn.Linear or nn.Conv2d with a 1x1 kernel and groups=1 to hook"
+    )
 
 
 def load_linear_state_dict(

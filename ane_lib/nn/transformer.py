@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ane_lib._checks import check_positive_int
-from ane_lib.nn._state_dict import register_projection_hook
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
+from ane_lib.nn.linear_conv import register_projection_layout_hooks
 from ane_lib.nn.norm import LayerNormANE
 
 __all__ = ["Mlp", "MlpANE", "TransformerBlock", "TransformerBlockANE"]
@@ -30,7 +30,7 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(check_positive_int("dim", dim), check_positive_int("hidden", hidden))
         self.fc2 = nn.Linear(hidden, dim)
-        register_projection_hook(self, ("fc1", "fc2"))
+        register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, N, C)`` -> ``(B, N, C)``."""
@@ -46,7 +46,7 @@ class MlpANE(nn.Module):
         check_positive_int("hidden", hidden)
         self.fc1 = nn.Conv2d(dim, hidden, kernel_size=1)
         self.fc2 = nn.Conv2d(hidden, dim, kernel_size=1)
-        register_projection_hook(self, ("fc1", "fc2"))
+        register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, C, 1, N)`` -> ``(B, C, 1, N)``."""
