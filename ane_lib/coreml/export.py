@@ -1,4 +1,4 @@
-"""Export a PyTorch model to a Core ML package (fp16 ML program), and check the export.
+"""Export a PyTorch model to a Core ML package (an fp16 ML program by default).
 
 - :func:`export` writes the package; :func:`read_export_metadata` reads back what it recorded.
 - :func:`verify` runs the package with the reference executor and the model in PyTorch on the
@@ -378,7 +378,7 @@ def export(
     finally:
         model.train(was_training)
 
-    # 2. Convert to an fp16 ML program, with coremltools' bars and log lines kept out of sight.
+    # 2. Convert to an ML program (fp16 unless asked otherwise), with coremltools' bars and log lines kept out of sight.
     tracker = _ConversionTracker(say)
     if say:
         say(f"coremltools: {precision} ML program for {deployment_target}")
@@ -401,7 +401,7 @@ def export(
     mlmodel.author = f"ane_lib {ane_lib.__version__}"
     mlmodel.version = ane_lib.__version__
     mlmodel.short_description = description or (
-        f"{model_name} exported by ane_lib: fp16 ML program, input {input_name} {shape}"
+        f"{model_name} exported by ane_lib: {precision} ML program, input {input_name} {shape}"
     )
     mlmodel.input_description[input_name] = f"float tensor of shape {shape}"
     mlmodel.output_description[output_name] = f"output of {model_name}"

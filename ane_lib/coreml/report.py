@@ -185,6 +185,15 @@ class Report:
     ``ops``: every non-constant op in program order. ``weight_bytes``: bytes of the weight
     constants (``weight_tensors`` of them); ``other_const_bytes``: integer and scalar constants.
     ``inputs`` / ``outputs``: the main function's interface, name -> (shape, dtype).
+
+    Attribution caveat: an op's ``scope`` (and so its stage in :meth:`padding_by_stage`) comes
+    from the names of the weight constants it reads. The converter stores equal constants once,
+    under one name, so every op that reads a merged constant is attributed to the layer whose
+    name the converter kept. An untrained model is full of equal constants (norm scales of one,
+    shifts of zero, batch-norm statistics of zero and one), and its per-op and per-stage
+    attribution can be wrong. Export trained weights, or perturbed ones
+    (:func:`ane_lib.models.perturb_weights_`), when the attribution matters; the totals do not
+    depend on it.
     """
 
     source: str
@@ -288,7 +297,11 @@ class Report:
     ) -> dict[str, StagePadding]:
         """Activation bytes grouped by ``key(op)`` (default :func:`default_stage_key`).
 
-        Stages appear in program order of their first op.
+        Stages appear in program order of their first op. The default key reads the stage from
+        the op's ``scope``, i.e. from the names of the weight constants it reads; in a package
+        made from an untrained model, equal constants are merged under one layer's name and
+        ops can land in the wrong stage (see :class:`Report`). Use trained weights or
+        :func:`ane_lib.models.perturb_weights_` before exporting.
         """
         if not callable(key):
             raise TypeError(f"key must be a callable OpRecord -> str, got {key!r}")

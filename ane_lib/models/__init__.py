@@ -4,6 +4,9 @@
                          window=8, image_size=256)
     ane = to_ane(model)      # same outputs, ANE-friendly layout
 
+``perturb_weights_(model)`` makes an untrained model's constants unequal, as training would,
+before an export whose package should look like a trained model's.
+
 ``list_models()`` names ``tiny_moat_0`` ... ``tiny_moat_3``, ``moat_0`` ... ``moat_4`` and
 ``deit_tiny``.
 """
@@ -30,6 +33,7 @@ from ane_lib.models.registry import (
     to_ane,
     to_standard,
 )
+from ane_lib.models.weights import perturb_weights_
 
 __all__ = [
     "ATTENTION_MODES",
@@ -51,6 +55,7 @@ __all__ = [
     "create_model",
     "flat_layout",
     "list_models",
+    "perturb_weights_",
     "to_ane",
     "to_standard",
 ]
