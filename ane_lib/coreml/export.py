@@ -378,7 +378,7 @@ def export(
     finally:
         model.train(was_training)
 
-    # 2. Convert to an ML program (fp16 unless asked otherwise), with coremltools' bars and log lines kept out of sight.
+    # 2. Convert to an ML program (fp16 unless asked otherwise), coremltools' noise kept quiet.
     tracker = _ConversionTracker(say)
     if say:
         say(f"coremltools: {precision} ML program for {deployment_target}")
