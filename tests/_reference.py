@@ -1,9 +1,8 @@
-"""Trusted references and measuring tools shared by several test modules.
+"""Trusted references shared by several test modules.
 
 * :func:`randomize`, :func:`randomize_model`: random weights (and batch-norm statistics), so an
   equivalence test compares non-trivial numbers and can fail.
 * :func:`deeplab2_mbconv`: deeplab2's MBConv block written out with functional ops.
-* :class:`MaxRank`: the largest rank of any tensor a block of torch code creates.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ane_lib.nn import BN_EPS, LayerNormANE, MBConvBlock
 
@@ -68,18 +66,3 @@ def deeplab2_mbconv(block: MBConvBlock, x: torch.Tensor) -> torch.Tensor:
         r = r * torch.sigmoid(gate)
     r = F.conv2d(r, block.shrink_conv.weight, block.shrink_conv.bias)
     return shortcut + r
-
-
-class MaxRank(TorchFunctionMode):
-    """Record the largest rank of any tensor that a torch function or method returns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.max_rank = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.max_rank = max(self.max_rank, t.ndim)
-        return out

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _reference import MaxRank, randomize_model
+from _reference import randomize_model
 from torch import nn
 
+from ane_lib.functional import RankRecorder
 from ane_lib.models import MOAT, MOATANE, create_model, flat_layout, to_ane, to_standard
 from ane_lib.models.config import MOAT_PE_TYPES
 
@@ -128,11 +129,11 @@ def test_ane_form_never_uses_a_tensor_of_rank_above_5() -> None:
     standard = create_model("tiny_moat_0", pe="lepe", attention="local", window=2, image_size=64)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        recorder = MaxRank()
+        recorder = RankRecorder()
         with recorder:
             standard.eval()(x)
         assert recorder.max_rank == 6  # the standard form's window partition is rank 6
-        recorder = MaxRank()
+        recorder = RankRecorder()
         with recorder:
             to_ane(standard)(x)
         assert recorder.max_rank == 5

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from ane_lib._checks import check_positive_int
 from ane_lib.coreml.program import import_coremltools, load_program
 from ane_lib.functional.alignment import padded_nbytes, real_nbytes
+from ane_lib.functional.rank import COREML_MAX_RANK
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -70,8 +71,9 @@ __all__ = [
 
 #: Op types counted as layout ops: they move or relabel data and compute nothing.
 LAYOUT_OP_TYPES: tuple[str, ...] = ("transpose", "reshape")
-#: Largest tensor rank Core ML accepts (coremltools issues 1723, 1330, 2291).
-MAX_RANK = 5
+#: Largest tensor rank Core ML accepts (coremltools issues 1723, 1330, 2291); one constant for
+#: the library, shared with :class:`ane_lib.functional.RankRecorder`.
+MAX_RANK = COREML_MAX_RANK
 #: Largest dimension reported to run on the Neural Engine (community reports, not Apple).
 MAX_DIM = 16384
 #: Where the fallback list comes from.

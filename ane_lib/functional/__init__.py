@@ -1,5 +1,6 @@
 """Pure tensor functions: convolution as einsum, its separable and grouped family and their costs,
-linear projections as 1x1 convolutions, window partitions and the ANE's alignment arithmetic.
+linear projections as 1x1 convolutions, window partitions, the ANE's alignment arithmetic, and
+a recorder of the tensor ranks a block of code creates (Core ML accepts rank 5 at most).
 
 Every function here is equal to a trusted reference (``torch.nn.functional`` or a standard
 reshape/transpose form); the tests in ``tests/`` check that over many shapes.
@@ -58,12 +59,21 @@ from ane_lib.functional.projection import (
     linear_as_conv1x1,
     linear_weight_to_conv1x1,
 )
+from ane_lib.functional.rank import (
+    COREML_MAX_RANK,
+    RankRecord,
+    RankRecorder,
+    max_intermediate_rank,
+)
 from ane_lib.functional.windows import WINDOW_METHODS, window_partition, window_reverse
 
 __all__ = [
     "ALIGNMENT_BYTES",
+    "COREML_MAX_RANK",
     "WINDOW_METHODS",
     "Cost",
+    "RankRecord",
+    "RankRecorder",
     "asymmetric_conv2d",
     "asymmetric_conv2d_cost",
     "bc1s_to_bsc",
@@ -93,6 +103,7 @@ __all__ = [
     "grouped_conv2d_cost",
     "linear_as_conv1x1",
     "linear_weight_to_conv1x1",
+    "max_intermediate_rank",
     "padded_last_axis_bytes",
     "padded_nbytes",
     "padding_nbytes",
