@@ -99,6 +99,47 @@ def test_ane_form_equals_standard_form(case: dict) -> None:
         torch.testing.assert_close(back.state_dict()[name], tensor, rtol=0, atol=0)
 
 
+@settings(max_examples=15, deadline=None)
+@given(cases)
+def test_ane_form_backward_equals_standard_form(case: dict) -> None:
+    """Input gradients and every parameter gradient agree; the ANE gradients, read back in the
+    standard layout through load_state_dict, equal the standard ones."""
+    dim = case["heads"] * case["head_dim"]
+    grid = (case["gh"], case["gw"])
+    standard = MultiHeadAttention(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
+    randomize(standard, case["seed"])
+    ane = MultiHeadAttentionANE(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
+    ane.load_state_dict(standard.state_dict())
+    g = torch.Generator().manual_seed(case["seed"])
+    n = grid[0] * grid[1]
+    x = torch.randn(case["batch"], n, dim, dtype=torch.float64, generator=g, requires_grad=True)
+    x_ane = _to_bc1s(x.detach()).requires_grad_(True)
+    upstream = torch.randn(case["batch"], n, dim, dtype=torch.float64, generator=g)
+    (standard(x) * upstream).sum().backward()
+    (_from_bc1s(ane(x_ane)) * upstream).sum().backward()
+    assert x.grad is not None and x_ane.grad is not None
+    torch.testing.assert_close(_from_bc1s(x_ane.grad), x.grad, rtol=0, atol=1e-12)
+    grads = MultiHeadAttention(dim, case["heads"], grid_size=grid, pe=case["pe"]).double()
+    grads.load_state_dict({n_: p.grad for n_, p in ane.named_parameters()})  # type: ignore[misc]
+    for name, p in standard.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(grads.state_dict()[name], p.grad, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(cases)
+def test_ane_form_equals_standard_form_in_float32(case: dict) -> None:
+    dim = case["heads"] * case["head_dim"]
+    grid = (case["gh"], case["gw"])
+    standard = MultiHeadAttention(dim, case["heads"], grid_size=grid, pe=case["pe"])
+    randomize(standard, case["seed"])
+    ane = MultiHeadAttentionANE(dim, case["heads"], grid_size=grid, pe=case["pe"])
+    ane.load_state_dict(standard.state_dict())
+    x = torch.randn(case["batch"], grid[0] * grid[1], dim)
+    with torch.no_grad():
+        assert (_from_bc1s(ane(_to_bc1s(x))) - standard(x)).abs().max() <= 1e-4
+
+
 def test_weight_layouts_of_the_two_forms() -> None:
     standard = MultiHeadAttention(64, 2, grid_size=(2, 3), pe="lepe")
     ane = MultiHeadAttentionANE(64, 2, grid_size=(2, 3), pe="lepe")

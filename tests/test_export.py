@@ -118,7 +118,7 @@ def test_overwrite_replaces(tmp_path: Path) -> None:
 def test_overwrite_keeps_old_package_when_conversion_fails(tmp_path: Path) -> None:
     dest = tmp_path / "m.mlpackage"
     export(Classifier(num_classes=4), (1, 3, 8, 8), dest)
-    with pytest.raises(ExportError):
+    with pytest.raises(ExportError, match=r"'lgamma'"):
         export(Wrapper(Unsupported()), (1, 3, 8, 8), dest, overwrite=True)
     assert package_io(dest).outputs[0].shape == (1, 4)
     assert leftovers(tmp_path) == ["m.mlpackage"]

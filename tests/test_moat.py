@@ -164,6 +164,18 @@ def test_forward_and_backward_run_in_both_forms_and_agree_in_training() -> None:
             torch.testing.assert_close(twin.grad, p.grad, rtol=1e-7, atol=1e-10, msg=name)
             checked += 1
     assert checked > 100
+    # every gradient, the relaid ones too: the ANE gradients read back in the standard layout
+    # through to_standard's state-dict conversion equal the standard gradients
+    ane_grads_as_state = {
+        **{k: v for k, v in ane.state_dict().items() if k not in ane_grads},
+        **{k: p.grad for k, p in ane_grads.items()},
+    }
+    grads_back = to_standard(ane)
+    grads_back.load_state_dict(ane_grads_as_state)  # type: ignore[arg-type]
+    back_state = grads_back.state_dict()
+    for name, p in standard.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(back_state[name], p.grad, rtol=1e-7, atol=1e-10, msg=name)
     for name, p in ane.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
     # both forms updated their batch statistics alike, and to_standard carries them back

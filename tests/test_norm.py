@@ -87,6 +87,9 @@ def test_backward_matches_layernorm() -> None:
     x = torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_(True)
     reference = nn.LayerNorm(6).double()
+    with torch.no_grad():  # not the defaults (1, 0): a swapped or dropped gain must show
+        reference.weight.copy_(torch.randn(6, generator=g, dtype=torch.float64))
+        reference.bias.copy_(torch.randn(6, generator=g, dtype=torch.float64))
     ane = LayerNormANE(6).double()
     ane.load_state_dict(reference.state_dict())
     upstream = torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64)
@@ -96,6 +99,8 @@ def test_backward_matches_layernorm() -> None:
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-12)
     assert reference.weight.grad is not None and ane.weight.grad is not None
     torch.testing.assert_close(ane.weight.grad, reference.weight.grad, rtol=0, atol=1e-12)
+    assert reference.bias.grad is not None and ane.bias.grad is not None
+    torch.testing.assert_close(ane.bias.grad, reference.bias.grad, rtol=0, atol=1e-12)
 
 
 def test_bad_inputs_are_rejected() -> None:
