@@ -111,6 +111,42 @@ def test_conv_einsum_gradients_equal_torch(case: dict) -> None:
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
+# Cases a random draw may miss: every feature at once, in 1D, 2D and 3D.
+HARD_CASES = [
+    # (x shape, weight shape, stride, padding, dilation, groups, bias)
+    ((2, 6, 11), (4, 3, 4), 1, "same", 3, 2, True),  # even kernel, odd total padding 9
+    ((6, 13), (9, 2, 2), 1, "same", 2, 3, False),  # unbatched, even kernel
+    ((1, 4, 9, 10), (6, 2, 2, 4), 1, "same", (2, 1), 2, True),  # even kernels, 'same'
+    ((2, 6, 9, 8), (6, 1, 3, 2), (2, 3), (1, 2), (2, 3), 6, True),  # depthwise, dilated, strided
+    ((2, 4, 6, 7, 5), (4, 2, 2, 3, 2), 1, "same", (2, 1, 3), 2, True),  # 3D, 'same', even
+    ((4, 5, 6, 7), (6, 2, 2, 1, 3), (1, 2, 3), (0, 1, 2), (1, 2, 1), 2, False),  # 3D unbatched
+    ((1, 3, 7, 7, 7), (3, 1, 3, 3, 3), 2, 1, 2, 3, True),  # 3D depthwise
+]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups,with_bias", HARD_CASES)
+def test_conv_einsum_hard_cases_equal_torch(
+    xs: tuple, ws: tuple, stride, padding, dilation, groups: int, with_bias: bool
+) -> None:
+    gen = torch.Generator().manual_seed(sum(xs) + sum(ws))
+    x = torch.randn(xs, generator=gen, dtype=torch.float64)
+    weight = torch.randn(ws, generator=gen, dtype=torch.float64)
+    bias = torch.randn(ws[0], generator=gen, dtype=torch.float64) if with_bias else None
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    want = torch_conv(x, weight, bias, **kwargs)
+    got = conv_einsum(x, weight, bias, **kwargs)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    if padding == "same":
+        assert got.shape[-(weight.ndim - 2) :] == x.shape[-(weight.ndim - 2) :]
+    # a non-contiguous input (a transposed copy, transposed back) gives the same numbers
+    x_strided = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert not x_strided.is_contiguous()
+    torch.testing.assert_close(
+        conv_einsum(x_strided, weight, bias, **kwargs), want, atol=1e-10, rtol=0
+    )
+
+
 @pytest.mark.parametrize("kernel,dilation", [(2, 1), (4, 1), (4, 3), (3, 2), (1, 5)])
 def test_same_padding_puts_the_odd_element_on_the_right_like_torch(kernel: int, dilation: int):
     total = dilation * (kernel - 1)

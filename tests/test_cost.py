@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ane_lib.functional.cost import (
     Cost,
@@ -260,6 +261,11 @@ def test_conv_cost_in_1d_2d_3d_with_dilation(
         stride=stride, padding=padding, dilation=dilation, groups=g, bias=with_bias,
     )  # fmt: skip
     assert count_conv_cost(module, (B, C, *size)) == cost
+    # an independent reference: torch's own FLOP counter (2 FLOPs per multiply-accumulate)
+    with FlopCounterMode(display=False) as flops:
+        module(torch.zeros(B, C, *size, dtype=D))
+    assert flops.get_total_flops() == 2 * cost.macs
+    assert sum(p.numel() for p in module.parameters()) == cost.params
 
 
 def test_count_conv_cost_counts_linear_layers_and_every_parameter() -> None:
@@ -325,7 +331,7 @@ def test_grouping_divides_the_cost_by_g(g: int, C: int, O: int, k: int) -> None:
 
 def test_cost_addition() -> None:
     assert Cost(1, 2) + Cost(3, 4) == Cost(4, 6)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \+: 'Cost' and 'int'"):
         Cost(1, 2) + 3  # noqa: B018
 
 

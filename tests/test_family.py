@@ -340,6 +340,35 @@ def test_shuffle_lets_information_cross_groups(g: int, m: int, seed: int) -> Non
         assert touched == set(range(g))
 
 
+@pytest.mark.parametrize("member", ["depthwise_separable", "spatial", "asym", "flat", "grouped"])
+def test_channels_last_and_strided_inputs_give_the_same_numbers(member: str) -> None:
+    """The einsums read windows as views: a channels_last or sliced input must not matter."""
+    x = randn(2, 6, 9, 8, seed=1)
+    stride, padding = (2, 1), (1, 2)
+    calls = {
+        "depthwise_separable": lambda t: depthwise_separable_conv2d(
+            t, randn(12, 1, 3, 4, seed=2), randn(5, 12, seed=3), stride, padding
+        ),
+        "spatial": lambda t: spatially_separable_conv2d(
+            t, randn(4, 6, 3, 1, seed=2), randn(4, 6, 1, 4, seed=3), stride, padding
+        ),
+        "asym": lambda t: asymmetric_conv2d(
+            t, randn(3, 6, 3, 1, seed=2), randn(4, 3, 1, 4, seed=3), stride, padding
+        ),
+        "flat": lambda t: flattened_conv2d(
+            t, randn(4, 6, seed=2), randn(4, 1, 3, 1, seed=3), randn(4, 1, 1, 4, seed=4),
+            stride, padding,
+        ),
+        "grouped": lambda t: grouped_conv2d(t, randn(9, 2, 3, 4, seed=2), 3, None, stride, padding),
+    }  # fmt: skip
+    reference = calls[member](x)
+    as_channels_last = x.to(memory_format=torch.channels_last)
+    sliced = randn(2, 6, 9, 16, seed=1)[..., ::2]  # every other column: a strided view
+    assert not as_channels_last.is_contiguous() and not sliced.is_contiguous()
+    close(calls[member](as_channels_last), reference)
+    close(calls[member](sliced), calls[member](sliced.contiguous()))
+
+
 # -------------------------------------------------------------------------------- errors
 
 
