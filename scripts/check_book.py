@@ -29,6 +29,7 @@ import functools
 import html.parser
 import http.server
 import os
+import re
 import shutil
 import sys
 import threading
@@ -58,6 +59,18 @@ CHROMIUM_ARGS = [
 FIGURE_REQUIRED_PREFIX = "chapters/"
 PAGE_TIMEOUT_MS = 60_000
 MATHJAX_TIMEOUT_MS = 30_000
+
+#: The line ``import coremltools`` prints per Core ML runtime class on a machine without Core ML.
+#: ``ane_lib.coreml`` imports coremltools quietly, so one in a page means a chapter bypassed it.
+COREML_PROXY_NOTICE = re.compile(
+    r"^Failed to load _ML\w*Proxy: No module named 'coremltools\.libcoremlpython'\s*$", re.M
+)
+
+
+def coreml_notices(text: str) -> list[str]:
+    """The coremltools runtime notices in ``text`` (other lines, similar or not, ignored)."""
+    return [m.group(0).strip() for m in COREML_PROXY_NOTICE.finditer(text)]
+
 
 # Collects the facts about one loaded page in a single round trip to the browser.
 PAGE_PROBE_JS = r"""
@@ -117,6 +130,7 @@ async () => {
     tracebacks,
     stderr: stderrBlocks.length,
     stderrExceptions,
+    stderrTexts: stderrBlocks.map((el) => el.textContent),
   };
 }
 """
@@ -310,6 +324,9 @@ def check_page(page: Page, base_url: str, rel_path: str, shot: Path) -> PageResu
         result.problems.append(
             f"error outputs: {facts['errorOutputs']}, tracebacks: {facts['tracebacks']}"
         )
+    notices = [n for text in facts["stderrTexts"] for n in coreml_notices(text)]
+    if notices:
+        result.problems.append(f"coremltools runtime notices in stderr: {notices[:1]}")
     if facts["stderrExceptions"]:
         result.problems.append(f"stderr reads like an exception: {facts['stderrExceptions']}")
     if blocked:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -31,7 +32,6 @@ def _load_script(name: str) -> ModuleType:
 
 
 check_book = _load_script("check_book")
-book_ext = _load_script("book_ext")
 install_torch = _load_script("install_torch")
 
 CITE_ROLE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
@@ -117,18 +117,25 @@ def test_every_citation_has_an_entry() -> None:
     assert not missing, f"cited but not in references.bib: {missing}"
 
 
-# --- the stderr filter (scripts/book_ext.py) -------------------------------------------------
+# --- coremltools' runtime notices (scripts/check_book.py) ------------------------------------
 
 
-def test_strip_notices_removes_only_coreml_proxy_lines() -> None:
+def test_coreml_notices_are_recognised_and_nothing_else() -> None:
     notice = "Failed to load _MLModelProxy: No module named 'coremltools.libcoremlpython'\n"
     other = "Failed to load _MLComputePlanProxy: No module named 'coremltools.libcoremlpython'\n"
     kept = "UserWarning: something real\n"
-    assert book_ext.strip_notices(notice + kept + other) == kept
-    assert book_ext.strip_notices(notice + other) == ""
-    # A different failure with a similar shape is not hidden.
+    assert check_book.coreml_notices(notice + kept + other) == [notice.strip(), other.strip()]
+    assert check_book.coreml_notices(kept) == []
+    # A different failure with a similar shape is not one of them.
     real = "Failed to load _MLModelProxy: No module named 'numpy'\n"
-    assert book_ext.strip_notices(real) == real
+    assert check_book.coreml_notices(real) == []
+
+
+def test_ane_lib_imports_coremltools_without_notices() -> None:
+    """The library, not the book build, keeps the notices out of every page."""
+    code = "import ane_lib.coreml, ane_lib.coreml.program as p; p.import_coremltools()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert check_book.coreml_notices(done.stdout + done.stderr) == []
 
 
 # --- torch pin (scripts/install_torch.py) ---------------------------------------------------
@@ -226,7 +233,8 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "<p>Left raw: $$x, never closed, and <span class='math'>\\(x^{1}^{2}\\)</span></p>"
             "<img src='missing.png'><p>| a | b |</p><p>|---|---|</p>"
             "<div class='cell'><div class='cell_output'><pre>Traceback (most recent call last)"
-            "</pre><div class='output stderr'><pre>ValueError: boom</pre></div></div></div>",
+            "</pre><div class='output stderr'><pre>ValueError: boom\nFailed to load "
+            "_MLModelProxy: No module named 'coremltools.libcoremlpython'</pre></div></div></div>",
             head="<script src='https://cdn.example.invalid/x.js'></script>",
         )
     )
@@ -267,6 +275,7 @@ def test_check_book_passes_good_pages_and_names_every_problem(
         "Markdown table(s) left unrendered",
         "tracebacks: 1",
         "ValueError: boom",
+        "coremltools runtime notices in stderr",
         "request(s) to other hosts",
         "remote assets referenced",
         "HTTP 404",
