@@ -25,6 +25,7 @@ from ane_lib._checks import (
     check_tensor,
     int_tuple,
 )
+from ane_lib.functional.conv import sliding_windows
 
 __all__ = [
     "conv1x1_scalar",
@@ -106,6 +107,8 @@ def _windows(x: torch.Tensor, dim: int, kernel: int, stride: int, padding: int) 
 
     The result has ``x.shape[dim]`` replaced by the number of windows; it is a strided view of
     the padded tensor (``Tensor.unfold``), so no window is copied. Sizes are checked by the caller.
+    The separable members window one axis of a higher-rank intermediate at a time, which
+    :func:`~ane_lib.functional.conv.sliding_windows` (all spatial axes at once) does not do.
     """
     if padding:
         pad = [0, 0] * (x.ndim - 1 - dim) + [padding, padding]
@@ -116,9 +119,10 @@ def _windows(x: torch.Tensor, dim: int, kernel: int, stride: int, padding: int) 
 def _windows2d(
     x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
 ) -> torch.Tensor:
-    """``x: (B, C, H, W)`` -> windows ``(B, C, H', W', k, l)``."""
-    rows = _windows(x, 2, kernel[0], stride[0], padding[0])
-    return _windows(rows, 3, kernel[1], stride[1], padding[1])
+    """``x: (B, C, H, W)`` -> windows ``(B, C, H', W', k, l)``: zero padding, then the same
+    sliding windows :func:`~ane_lib.functional.conv.conv_einsum` contracts."""
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    return sliding_windows(padded, kernel, stride)
 
 
 def _spatial_args(stride: IntPair, padding: IntPair) -> tuple[tuple[int, int], tuple[int, int]]:
