@@ -60,7 +60,7 @@ $(STAMP): constraints.txt pyproject.toml
 	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(VPY) scripts/install_torch.py --constraints constraints.txt \
 	  $(if $(PIP_TORCH_INDEX),--index-url $(PIP_TORCH_INDEX))
-	$(VPY) -m pip install -e '.[book,dev,coreml]' -c constraints.txt
+	$(VPY) -m pip install -e '.[book,dev,coreml,hf]' -c constraints.txt
 	@touch $@
 
 venv: $(STAMP)
