@@ -24,16 +24,23 @@ so window ``(b, i, j)`` is at index ``(b * nH + i) * nW + j``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
 
-__all__ = ["window_partition", "window_reverse", "WINDOW_METHODS"]
+__all__ = [
+    "window_partition",
+    "window_reverse",
+    "check_window_divides",
+    "WINDOW_METHODS",
+    "WindowMethod",
+]
 
 WindowMethod = Literal["6d", "5d"]
-WINDOW_METHODS: tuple[str, ...] = ("6d", "5d")
+"""``"6d"``: the Swin reference (rank-6 intermediate); ``"5d"``: the relayed partition."""
+WINDOW_METHODS: tuple[WindowMethod, ...] = get_args(WindowMethod)
 
 
 def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
@@ -41,9 +48,21 @@ def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
     return wh, ww
 
 
-def _check_window_divides(window: tuple[int, int], height: int, width: int) -> None:
+def check_window_divides(
+    window: Sequence[int], size: Sequence[int], *, where: str = "the feature map"
+) -> None:
+    """Raise a ValueError unless ``window = (wh, ww)`` tiles ``size = (H, W)`` exactly.
+
+    The one statement of the rule that non-overlapping windows need (no padding, no partial
+    windows), used by :func:`window_partition`, the MOAT block and the MOAT config; ``where``
+    says which map, e.g. ``"the feature map of attention stage 3 at image_size=(256, 256)"``.
+    """
+    height, width = size
     if height % window[0] != 0 or width % window[1] != 0:
-        raise ValueError(f"window={window} must divide the feature map (H, W)=({height}, {width})")
+        raise ValueError(
+            f"window={tuple(window)} must divide {where}, (H, W)=({height}, {width}); "
+            f"allowed windows divide both"
+        )
 
 
 def _check_flags(channels_last: object, method: object) -> None:
@@ -82,7 +101,7 @@ def window_partition(
         B, H, W, C = x.shape
     else:
         B, C, H, W = x.shape
-    _check_window_divides((wh, ww), H, W)
+    check_window_divides((wh, ww), (H, W))
     nH, nW = H // wh, W // ww
 
     if method == "6d":
@@ -132,7 +151,7 @@ def window_reverse(
     wh, ww = _window_size(window)
     H = check_positive_int("height", height)
     W = check_positive_int("width", width)
-    _check_window_divides((wh, ww), H, W)
+    check_window_divides((wh, ww), (H, W))
     if channels_last:
         N, got_wh, got_ww, C = windows.shape
     else:
