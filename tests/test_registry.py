@@ -27,6 +27,7 @@ from ane_lib.models import (
     create_model,
     families,
     list_models,
+    model_accepts,
     model_entry,
     option_choices,
     register_conversion,
@@ -145,6 +146,21 @@ def test_bad_options_name_the_option_and_its_value(kwargs: dict, message: str) -
     kwargs = {"name": "tiny_moat_0", "device": "meta", **kwargs}
     with pytest.raises(ValueError, match=message):
         create_model(**kwargs)
+
+
+def test_model_accepts_is_create_config_succeeding() -> None:
+    # the windows that tile stages 3 and 4 of tiny_moat_0 at 256 (maps 16 x 16 and 8 x 8)
+    fits = [
+        w
+        for w in range(1, 17)
+        if model_accepts("tiny_moat_0", attention="local", window=w, image_size=256)
+    ]
+    assert fits == [1, 2, 4, 8]
+    assert not model_accepts("tiny_moat_0", image_size=100)
+    assert not model_accepts("tiny_moat_0", num_heads=4)  # not an option of a MOAT
+    assert model_accepts("deit_tiny", num_heads=4)
+    with pytest.raises(ValueError, match=r"name.*'moat_9'"):
+        model_accepts("moat_9")
 
 
 def test_non_square_images_and_windows() -> None:

@@ -108,6 +108,7 @@ __all__ = [
     "create_model",
     "families",
     "list_models",
+    "model_accepts",
     "model_entry",
     "option_choices",
     "register_conversion",
@@ -421,6 +422,22 @@ def create_config(name: str, **options: Any) -> Any:
     """
     entry = model_entry(name)
     return entry.config(**{k: v for k, v in options.items() if v is not None})
+
+
+def model_accepts(name: str, **options: Any) -> bool:
+    """Whether :func:`create_config` accepts ``options`` for ``name``: ``True``, or ``False``
+    where it would raise a ValueError (an unknown or fixed option, or a value the config
+    rejects, such as a window that does not divide a stage's map at that image size).
+
+    A sweep over options (which windows fit which image sizes) asks this; a single build
+    should call :func:`create_model` and read the error, which says what is wrong.
+    """
+    model_entry(name)  # an unknown name is an error, not a False
+    try:
+        create_config(name, **options)
+    except ValueError:
+        return False
+    return True
 
 
 def build_model(
