@@ -125,7 +125,7 @@ def test_create_config_is_what_create_model_builds() -> None:
         ({"image_size": (224, 200)}, r"image_size=\(224, 200\).*32"),
         (
             {"attention": "local", "window": 5, "image_size": 256},
-            r"window=\(5, 5\).*stage 3.*\(16, 16\)",
+            r"window=5\b.*stage 3 is \(16, 16\)",
         ),
         ({"attention": "local"}, r"window.*attention='local'"),
         ({"window": 7}, r"window=7.*attention='global'"),

@@ -23,7 +23,7 @@ so window ``(b, i, j)`` is at index ``(b * nH + i) * nW + j``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import torch
@@ -49,20 +49,32 @@ def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
 
 
 def check_window_divides(
-    window: Sequence[int], size: Sequence[int], *, where: str = "the feature map"
-) -> None:
-    """Raise a ValueError unless ``window = (wh, ww)`` tiles ``size = (H, W)`` exactly.
+    window: int | Sequence[int],
+    size: Sequence[int] | Mapping[str, Sequence[int]],
+    *,
+    where: str = "the feature map",
+) -> tuple[int, int]:
+    """Return ``window`` as ``(wh, ww)`` if it tiles every ``(H, W)`` map exactly, else raise.
 
-    The one statement of the rule that non-overlapping windows need (no padding, no partial
-    windows), used by :func:`window_partition`, the MOAT block and the MOAT config; ``where``
-    says which map, e.g. ``"the feature map of attention stage 3 at image_size=(256, 256)"``.
+    The one statement of the rule non-overlapping windows need (no padding, no partial window),
+    used by :func:`window_partition`, the MOAT block and the MOAT config.
+
+    Args:
+        window: an int (square) or ``(wh, ww)``.
+        size: one map's ``(H, W)``, or several maps by name, e.g.
+            ``{"stage 3": (16, 16), "stage 4": (8, 8)}``.
+        where: what the maps are, for the message, e.g. ``"the block's feature map"``.
     """
-    height, width = size
-    if height % window[0] != 0 or width % window[1] != 0:
+    wh, ww = _window_size(window)
+    maps = dict(size) if isinstance(size, Mapping) else {"": size}
+    if all(h % wh == 0 and w % ww == 0 for h, w in maps.values()):
+        return wh, ww
+    if isinstance(size, Mapping):
+        listed = ", ".join(f"{name} is {tuple(s)}" for name, s in maps.items())
         raise ValueError(
-            f"window={tuple(window)} must divide {where}, (H, W)=({height}, {width}); "
-            f"allowed windows divide both"
+            f"window={window!r} must divide {where}: {listed}; allowed windows divide all of them"
         )
+    raise ValueError(f"window={window!r} must divide {where} (H, W)={tuple(size)}")
 
 
 def _check_flags(channels_last: object, method: object) -> None:

@@ -153,14 +153,9 @@ class MOATConfig:
             raise ValueError(
                 "window must be an int or (height, width) with attention='local', got None"
             )
-        window = int_tuple("window", self.window, 2)
-        set_(self, "window", window)
-        for stage, _ in self.attention_stages():
-            check_window_divides(
-                window,
-                self.stage_output_size(stage),
-                where=f"the feature map of attention stage {stage} at image_size={self.image_size}",
-            )
+        maps = {f"stage {s}": self.stage_output_size(s) for s, _ in self.attention_stages()}
+        where = f"the feature map of every attention stage at image_size={self.image_size}"
+        set_(self, "window", check_window_divides(self.window, maps, where=where))
 
     def attention_stages(self) -> list[tuple[int, int]]:
         """``(stage number 1-4, width)`` of the stages made of MOAT blocks (3 and 4)."""

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ane_lib._checks import check_positive_int, check_rank, int_tuple
+from ane_lib._checks import check_positive_int, check_rank
 from ane_lib.functional.windows import check_window_divides, window_partition, window_reverse
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
 from ane_lib.nn.mbconv import MBConvBlock, MBConvBlockANE, strided_sizes
@@ -62,9 +62,8 @@ class _MOATBlockBase(nn.Module):
         self.input_size, self.output_size = strided_sizes(input_size, stride)
         self.window: tuple[int, int] | None = None
         if window is not None:
-            wh, ww = int_tuple("window", window, 2)
-            check_window_divides((wh, ww), self.output_size, where="the block's output map")
-            self.window = (wh, ww)
+            where = "the block's feature map"
+            self.window = check_window_divides(window, self.output_size, where=where)
         self.head_size = head_size
         return out_channels // head_size, self.window or self.output_size
 
