@@ -76,9 +76,10 @@ qualified name, so that nothing is imported until such a model is converted::
     @register_conversion("transformers.models.distilbert.modeling_distilbert.DistilBertModel")
     def _distilbert_to_ane(model: nn.Module) -> nn.Module: ...
 
-Registering a name, a family or a conversion again with the same content does nothing (a
-re-executed notebook cell is harmless); with different content it raises unless
-``overwrite=True``.
+Registering a name or a family again with the same content, or a conversion with the same
+function object, does nothing (a re-executed notebook cell registering a model is harmless);
+anything different raises a ValueError unless ``overwrite=True`` (a conversion defined in a
+re-executed cell is a new function: pass ``overwrite=True`` there).
 """
 
 from __future__ import annotations
