@@ -2,8 +2,8 @@
 # that has only python3 and make.
 #
 #   make book   set up .venv (pinned by constraints.txt), execute every chapter, build the HTML
-#   make test   set up the same way; ruff, pytest, a fresh book build, then every page checked
-#               in headless Chromium (scripts/check_book.py)
+#   make test   set up the same way; ruff, mypy, pytest, a fresh book build, then every page
+#               checked in headless Chromium (scripts/check_book.py)
 #   make lab    JupyterLab on the chapters (jupytext opens the .md chapters as notebooks)
 #
 # Variables (set on the command line, e.g. `make book PIP_TORCH_INDEX=...`):
@@ -112,9 +112,11 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory check-book
 	@echo "==> make test: all checks passed"
 
+# mypy reads its settings (files = ane_lib, strictness) from pyproject.toml.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 # pytest exits 5 when it collected nothing: that is a failure here, not a pass.
 pytest: $(STAMP)

@@ -6,7 +6,9 @@ was given and what was expected, so that a user sees at once which call was wron
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -17,6 +19,7 @@ __all__ = [
     "check_nonnegative_int",
     "check_divides",
     "check_choice",
+    "check_literal_fields",
     "int_tuple",
 ]
 
@@ -28,12 +31,13 @@ def check_tensor(name: str, value: object) -> torch.Tensor:
     return value
 
 
-def check_rank(name: str, tensor: torch.Tensor, ranks: Sequence[int], layout: str = "") -> None:
-    """Raise a ValueError unless ``tensor.ndim`` is one of ``ranks``.
+def check_rank(name: str, tensor: object, ranks: Sequence[int], layout: str = "") -> None:
+    """Raise a TypeError unless ``tensor`` is a tensor, a ValueError unless ``tensor.ndim`` is
+    one of ``ranks``.
 
     ``layout`` (e.g. ``"(B, C, H, W)"``) is quoted in the message to say what was expected.
     """
-    check_tensor(name, tensor)
+    tensor = check_tensor(name, tensor)
     if tensor.ndim not in tuple(ranks):
         want = " or ".join(str(r) for r in ranks)
         hint = f" {layout}" if layout else ""
@@ -74,6 +78,19 @@ def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
     """Raise a ValueError unless ``value`` is one of ``allowed`` (listing them)."""
     if value not in tuple(allowed):
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_literal_fields(instance: Any) -> None:
+    """:func:`check_choice` for every field of the dataclass ``instance`` typed as a ``Literal``.
+
+    The ``Literal`` of a field's annotation is the one list of its allowed values: this check,
+    the registry's :func:`~ane_lib.models.option_choices` and the command line all read it.
+    """
+    hints = get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        hint = hints.get(f.name)
+        if get_origin(hint) is Literal:
+            check_choice(f.name, getattr(instance, f.name), get_args(hint))
 
 
 def int_tuple(

@@ -1,12 +1,20 @@
 """The ``ane-lib`` command: export a model, report on a package, verify a package.
 
     ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
-        -o tiny_moat_1.mlpackage [--overwrite]
+        -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
     ane-lib report tiny_moat_1.mlpackage [--json]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
 
 Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
 a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
+
+Form: ``export`` builds the model in the Neural Engine's form (``--form ane``, the default),
+whose package has fewer layout ops and less 64-byte padding than the paper's standard form
+(``--form standard``); both forms compute the same function with the same weights.
+
+Choices: the model names, forms, position embeddings and attention kinds offered here are read
+from the registry of :mod:`ane_lib.models.registry`, so a registered model is exported like the
+built-in ones.
 
 Weights: ``export`` builds the model with ``torch.manual_seed(seed)`` (``--seed``, default 0)
 unless ``--weights state_dict.pt`` is given, and records the model name, its options and that
@@ -18,19 +26,25 @@ command line overrides the recorded one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from ane_lib._warnings import quiet_library_warnings
+from ane_lib.coreml.precision import PRECISIONS
+from ane_lib.models.registry import FORMS, families, list_models, option_choices
 
 __all__ = ["main", "build_parser", "UsageError"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: The form ``export`` builds unless told otherwise: the Neural Engine's.
+DEFAULT_EXPORT_FORM = "ane"
 
 # Model options forwarded to ane_lib.models.create_model when given on the command line.
 _MODEL_OPTIONS = ("form", "pe", "attention", "window", "image_size", "num_classes")
@@ -51,11 +65,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _choices_by_family(option: str) -> str:
+    """E.g. ``"DeiT: absolute; MOAT: rpe, single_rpe, lepe, none"``, from the registry."""
+    parts = []
+    for config_class in families():
+        choices = option_choices(option, config_class)
+        if choices:
+            family = config_class.__name__.removesuffix("Config")
+            parts.append(f"{family}: {', '.join(map(str, choices))}")
+    return "; ".join(parts)
+
+
 def _add_model_options(p: argparse.ArgumentParser, *, for_verify: bool) -> None:
     default_note = " (default: as recorded in the package)" if for_verify else ""
-    p.add_argument("--form", choices=("standard", "ane"), help=f"model layout{default_note}")
-    p.add_argument("--pe", help=f"position embedding, e.g. lepe or rpe{default_note}")
-    p.add_argument("--attention", help=f"attention kind, e.g. local or global{default_note}")
+    p.add_argument(
+        "--form",
+        choices=FORMS,
+        help="model layout: ane (the Neural Engine's) or standard (the paper's)"
+        + (default_note or f" (default: {DEFAULT_EXPORT_FORM})"),
+    )
+    p.add_argument(
+        "--pe",
+        choices=option_choices("pe"),
+        help=f"position embedding: {_choices_by_family('pe')}{default_note}",
+    )
+    p.add_argument(
+        "--attention",
+        choices=option_choices("attention"),
+        help=f"attention kind: {_choices_by_family('attention')}{default_note}",
+    )
     p.add_argument("--window", type=int, help=f"local attention window size{default_note}")
     p.add_argument("--num-classes", type=int, help=f"number of classes{default_note}")
     p.add_argument(
@@ -80,8 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    exp = sub.add_parser("export", help="export a registered model to an fp16 .mlpackage")
-    exp.add_argument("model", help="model name, e.g. tiny_moat_1 (see ane_lib.models)")
+    names = ", ".join(list_models())
+    exp = sub.add_parser(
+        "export",
+        help="export a registered model to an fp16 .mlpackage (in the Neural Engine's form)",
+        description="Build a registered model (in the Neural Engine's form unless --form "
+        "standard is given), export it to an fp16 ML program and record how it was built.",
+    )
+    exp.add_argument("model", help=f"model name, one of: {names}")
     _add_model_options(exp, for_verify=False)
     exp.add_argument("--image-size", type=int, default=256, help="input height = width (256)")
     exp.add_argument("--batch", type=int, default=1, help="batch size baked into the package (1)")
@@ -95,13 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
     ver.add_argument("path", type=Path, help="a saved .mlpackage")
-    ver.add_argument("--model", help="model name (default: as recorded in the package)")
+    ver.add_argument(
+        "--model", help=f"model name, one of: {names} (default: as recorded in the package)"
+    )
     _add_model_options(ver, for_verify=True)
     ver.add_argument("--image-size", type=int, help="(default: as recorded in the package)")
     ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
     ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
     ver.add_argument(
-        "--precision", choices=("fp16", "fp32"), default="fp16", help="executor precision (fp16)"
+        "--precision", choices=PRECISIONS, default="fp16", help="executor precision (fp16)"
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(
@@ -126,7 +172,7 @@ def _build_model(name: str, options: dict[str, Any], seed: int, weights: Path | 
     """``create_model(name, **options)`` after ``torch.manual_seed(seed)``, then load weights."""
     import torch
 
-    from ane_lib.models import create_model, list_models
+    from ane_lib.models import create_model
 
     if name not in list_models():
         raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -160,17 +206,6 @@ def _check_ints(args: argparse.Namespace, names: Sequence[str]) -> None:
             raise UsageError(f"{flag} must be >= {0 if 'seed' in name else 1}, got {value}")
 
 
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Keep third-party deprecation chatter out of the command's output."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
-
-
 # --------------------------------------------------------------------------- subcommands
 
 
@@ -183,7 +218,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"-o/--output must end in .mlpackage, got {str(output)!r}")
     if output.exists() and not args.overwrite:
         raise UsageError(f"{str(output)!r} already exists; add --overwrite to replace it")
-    options = _given_options(args)
+    options = {"form": DEFAULT_EXPORT_FORM, **_given_options(args)}
     seed = 0 if args.seed is None else args.seed
     model = _build_model(args.model, options, seed, args.weights)
     weights: dict[str, Any] = {"seed": seed}
@@ -317,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0) or a usage error (2), already printed
         return int(stop.code or 0)
     try:
-        with _quiet_libraries():
+        with quiet_library_warnings():
             return _COMMANDS[args.command](args)
     except UsageError as err:
         print(f"ane-lib {args.command}: error: {_one_line(err)}", file=sys.stderr)

@@ -102,23 +102,23 @@ def test_torch_size_and_numpy_ints_accepted() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match=r"shape must have every dimension >= 1, got \(2, 0\)"):
+    with pytest.raises(ValueError, match=r"shape.*\(2, 0\)"):
         padded_nbytes((2, 0))
-    with pytest.raises(TypeError, match="shape must contain only ints, got"):
+    with pytest.raises(TypeError, match=r"shape.*ints.*3\.0"):
         padded_nbytes((2, 3.0))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="shape must be a sequence of ints, got 7"):
+    with pytest.raises(TypeError, match=r"shape.*sequence.*\b7\b"):
         padded_nbytes(7)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="shape must be a sequence of ints, got '77'"):
+    with pytest.raises(TypeError, match=r"shape.*sequence.*'77'"):
         real_nbytes("77")
-    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"\bn\b.*\b0\b"):
         padded_last_axis_bytes(0)
-    with pytest.raises(TypeError, match="n must be an int, got True"):
+    with pytest.raises(TypeError, match=r"\bn\b.*int.*True"):
         padded_last_axis_bytes(True)
-    with pytest.raises(ValueError, match="dtype 'fp17' is not a known dtype name"):
+    with pytest.raises(ValueError, match=r"dtype.*'fp17'"):
         padded_nbytes((3,), "fp17")
-    with pytest.raises(TypeError, match="dtype must be a torch.dtype, a numpy dtype"):
+    with pytest.raises(TypeError, match=r"dtype.*\b16\b"):
         padded_nbytes((3,), 16)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="packs values below one byte"):
+    with pytest.raises(ValueError, match=r"byte"):
         padded_nbytes((3,), torch.uint4)
-    with pytest.raises(ValueError, match="packs values below one byte"):
+    with pytest.raises(ValueError, match=r"byte"):
         padded_nbytes((3,), "int4")

@@ -173,21 +173,19 @@ def test_ane_form_trains() -> None:
 
 
 def test_bad_arguments_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"num_heads=3 must divide dim=32"):
+    with pytest.raises(ValueError, match=r"num_heads=3.*dim=32"):
         MultiHeadAttention(32, 3)
-    with pytest.raises(ValueError, match=r"num_heads=5 must divide dim=64"):
+    with pytest.raises(ValueError, match=r"num_heads=5.*dim=64"):
         MultiHeadAttentionANE(64, 5)
-    with pytest.raises(
-        ValueError, match=r"pe must be one of \['rpe', 'single_rpe', 'lepe', 'none'\]"
-    ):
+    with pytest.raises(ValueError, match=r"pe.*'lepe'.*'abs'"):
         MultiHeadAttention(32, 1, grid_size=2, pe="abs")
-    with pytest.raises(ValueError, match=r"grid_size must be given for pe='rpe'"):
+    with pytest.raises(ValueError, match=r"grid_size.*pe='rpe'"):
         MultiHeadAttentionANE(32, 1, pe="rpe")
     attn = MultiHeadAttention(8, 2, grid_size=(2, 2), pe="rpe")
-    with pytest.raises(ValueError, match=r"x has 5 tokens .* grid_size=\(2, 2\), i.e. 4 tokens"):
+    with pytest.raises(ValueError, match=r"x.*\b5\b.*grid_size=\(2, 2\)"):
         attn(torch.zeros(1, 5, 8))
     with pytest.raises(ValueError, match=r"x must have rank 3 \(B, N, C\)"):
         attn(torch.zeros(1, 8, 1, 4))
     ane = MultiHeadAttentionANE(8, 2, grid_size=(2, 2), pe="none")
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 8, 1, N\), got \(1, 8, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"x.*\(B, 8, 1, N\).*\(1, 8, 2, 2\)"):
         ane(torch.zeros(1, 8, 2, 2))

@@ -13,6 +13,7 @@ from torch import nn
 
 from ane_lib.cli import main
 from ane_lib.coreml import export, package_io, read_export_metadata
+from ane_lib.models import list_models, option_choices
 
 # A small registered model keeps the real export + verify round trips fast.
 MODEL = ["tiny_moat_0", "--image-size", "64", "--attention", "global", "--num-classes", "10"]
@@ -69,6 +70,18 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "export" in capsys.readouterr().out
 
 
+def test_export_help_reads_the_registry_and_says_the_default_form(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["export", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: ane)" in text
+    for name in list_models():
+        assert name in text
+    for choice in (*option_choices("pe"), *option_choices("attention")):
+        assert choice in text
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -110,7 +123,13 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
 def test_export_records_model_options_and_seed(exported: Path) -> None:
     meta = read_export_metadata(exported)
     assert meta["model"] == "tiny_moat_0"
-    assert meta["create_options"] == {"image_size": 64, "attention": "global", "num_classes": 10}
+    # the Neural Engine's form unless told otherwise, recorded with the options given
+    assert meta["create_options"] == {
+        "form": "ane",
+        "image_size": 64,
+        "attention": "global",
+        "num_classes": 10,
+    }
     assert meta["weights"] == {"seed": 3}
     assert meta["options"]["num_classes"] == 10  # the model's own config
     info = package_io(exported)

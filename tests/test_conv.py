@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import pytest
@@ -250,7 +249,7 @@ def test_conv_output_size_matches_torch(size, kernel, stride, padding, dilation)
         stride = 1
     ((left, right),) = resolve_conv_padding(padding, kernel, stride, dilation)
     if size + left + right < dilation * (kernel - 1) + 1:
-        with pytest.raises(ValueError, match="smaller than the kernel's span"):
+        with pytest.raises(ValueError, match=r"size=.*span"):
             conv_output_size(size, kernel, stride, padding, dilation)
         return
     x = torch.zeros(1, 1, size)
@@ -327,38 +326,38 @@ ERROR_CASES = [
     # (kwargs, exception, message regex)
     (dict(x=_x(1, 2, 5), weight=_x(2, 2)), ValueError, r"weight must have rank 3 or 4 or 5"),
     (dict(x=_x(1, 1, 2, 5, 5), weight=_x(2, 2, 3)), ValueError, r"x must have rank 2 or 3"),
-    (dict(x=[1.0, 2.0], weight=_x(2, 2, 3)), TypeError, r"x must be a torch\.Tensor, got list"),
+    (dict(x=[1.0, 2.0], weight=_x(2, 2, 3)), TypeError, r"x.*torch\.Tensor.*list"),
     (
         dict(x=_x(1, 3, 8), weight=_x(2, 2, 3)),
         ValueError,
-        r"x has 3 channels but weight\.shape\[1\] \* groups = 2 \* 1 = 2",
+        r"x.*\b3\b.*weight\.shape\[1\].*\b2\b",
     ),
     (
         dict(x=_x(1, 5, 8), weight=_x(4, 2, 3), groups=2),
         ValueError,
-        re.escape("groups=2 must divide in_channels (x.shape[1])=5"),
+        r"groups=2.*in_channels.*=5",
     ),
     (
         dict(x=_x(1, 4, 8), weight=_x(5, 2, 3), groups=2),
         ValueError,
-        re.escape("groups=2 must divide out_channels (weight.shape[0])=5"),
+        r"groups=2.*out_channels.*=5",
     ),
-    (dict(x=_x(1, 4, 8), weight=_x(4, 2, 3), groups=0), ValueError, r"groups must be >= 1, got 0"),
+    (dict(x=_x(1, 4, 8), weight=_x(4, 2, 3), groups=0), ValueError, r"groups.*\b0\b"),
     (dict(x=_x(1, 4, 8), weight=_x(4, 2, 3), groups=2.0), TypeError, r"groups must be an int"),
     (
         dict(x=_x(1, 2, 8), weight=_x(4, 2, 3), bias=_x(3)),
         ValueError,
-        re.escape("bias must have shape (C_out,) = (4,), got (3,)"),
+        r"bias.*\(4,\).*\(3,\)",
     ),
     (
         dict(x=_x(1, 2, 4, 4), weight=_x(4, 2, 5, 3)),
         ValueError,
-        r"x\.shape\[2\]=4 with padding 0 \(padded size 4\) is smaller than the kernel's span",
+        r"x\.shape\[2\]=4.*span",
     ),
     (
         dict(x=_x(1, 2, 4), weight=_x(4, 2, 3), dilation=2),
         ValueError,
-        r"x\.shape\[2\]=4 .* span dilation \* \(kernel - 1\) \+ 1 = 2 \* \(3 - 1\) \+ 1 = 5",
+        r"x\.shape\[2\]=4.*\b5\b",
     ),
     (dict(x=_x(1, 2, 8), weight=_x(4, 2, 3), stride=0), ValueError, r"stride must be >= 1"),
     (dict(x=_x(1, 2, 8, 8), weight=_x(4, 2, 3, 3), stride=(1, -1)), ValueError, r"stride must"),
@@ -367,22 +366,22 @@ ERROR_CASES = [
     (
         dict(x=_x(1, 2, 8, 8), weight=_x(4, 2, 3, 3), padding=(1, 1, 1)),
         ValueError,
-        r"padding must be an int or a sequence of 2 ints, got \(1, 1, 1\) of length 3",
+        r"padding.*2 ints.*\(1, 1, 1\)",
     ),
     (
         dict(x=_x(1, 2, 8), weight=_x(4, 2, 3), padding="full"),
         ValueError,
-        r"padding must be one of \['valid', 'same'\], got 'full'",
+        r"padding.*'same'.*'full'",
     ),
     (
         dict(x=_x(1, 2, 8), weight=_x(4, 2, 3), padding="same", stride=2),
         ValueError,
-        r"padding='same' requires stride 1 in every dimension, got stride=2",
+        r"padding='same'.*stride=2",
     ),
     (
         dict(x=_x(1, 2, 8), weight=_x(4, 2, 3).double()),
         TypeError,
-        r"x and weight must have the same dtype, got x torch\.float32 and weight torch\.float64",
+        r"x.*weight.*dtype.*float32.*float64",
     ),
 ]
 
@@ -406,7 +405,7 @@ def test_conv_einsum_rejects_bad_arguments(kwargs: dict, error: type, match: str
         (
             dict(x=_x(1, 4, 8), weight=_x(5, 2, 3), groups=2),
             ValueError,
-            re.escape("groups=2 must divide out_channels (weight.shape[0])=5"),
+            r"groups=2.*out_channels.*=5",
         ),
         (
             dict(x=_x(1, 2, 8), weight=_x(4, 2, 3), bias=_x(4, 1)),
@@ -416,7 +415,7 @@ def test_conv_einsum_rejects_bad_arguments(kwargs: dict, error: type, match: str
         (
             dict(x=_x(1, 2, 2, 8), weight=_x(4, 2, 3, 3)),
             ValueError,
-            r"x\.shape\[2\]=2 .*smaller than the kernel's span",
+            r"x\.shape\[2\]=2.*span",
         ),
     ],
 )
@@ -437,8 +436,8 @@ def test_patch_conv_einsum_rejects_bad_arguments(kwargs: dict, error: type, matc
         (lambda: sliding_windows(_x(1, 1, 5), 0), ValueError, r"kernel_size must be >= 1"),
         (lambda: sliding_windows(_x(1, 1, 5), 3, stride=0), ValueError, r"stride must be >= 1"),
         (lambda: sliding_windows(_x(1, 1, 5), 3, dilation=3), ValueError, r"x\.shape\[2\]=5"),
-        (lambda: conv_output_size(0, 3), ValueError, r"size must be >= 1, got 0"),
-        (lambda: conv_output_size(5, 3, 0), ValueError, r"stride must be >= 1, got 0"),
+        (lambda: conv_output_size(0, 3), ValueError, r"size.*\b0\b"),
+        (lambda: conv_output_size(5, 3, 0), ValueError, r"stride.*\b0\b"),
         (lambda: conv_output_size(5, 3, 1, -2), ValueError, r"padding must be >= 0"),
         (lambda: conv_output_size(5, 3, 1, "full"), ValueError, r"padding must be one of"),
         (lambda: conv_output_size(5, 3, 2, "same"), ValueError, r"requires stride 1"),
@@ -452,7 +451,7 @@ def test_patch_conv_einsum_rejects_bad_arguments(kwargs: dict, error: type, matc
         (
             lambda: conv_einsum_equation(4),
             ValueError,
-            r"spatial_dims must be one of \[1, 2, 3\], got 4",
+            r"spatial_dims.*\b4\b",
         ),
     ],
 )

@@ -331,7 +331,7 @@ def test_grouping_divides_the_cost_by_g(g: int, C: int, O: int, k: int) -> None:
 
 def test_cost_addition() -> None:
     assert Cost(1, 2) + Cost(3, 4) == Cost(4, 6)
-    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \+: 'Cost' and 'int'"):
+    with pytest.raises(TypeError, match=r"Cost.*int"):
         Cost(1, 2) + 3  # noqa: B018
 
 
@@ -341,24 +341,24 @@ def test_cost_addition() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: conv2d_cost(0, 3, 4, 8, 8, 3), ValueError, r"batch must be >= 1, got 0"),
+        (lambda: conv2d_cost(0, 3, 4, 8, 8, 3), ValueError, r"batch.*\b0\b"),
         (lambda: conv2d_cost(1, 3.0, 4, 8, 8, 3), TypeError, r"in_channels must be an int"),
         (
             lambda: conv2d_cost(1, 3, 4, 8, 8, 9),
             ValueError,
-            r"size=8 with padding 0 .* smaller than the kernel.s span",
+            r"size=8.*span",
         ),
         (lambda: conv2d_cost(1, 3, 4, 8, 8, (3, 3, 3)), ValueError, r"kernel_size must be"),
         (lambda: conv2d_cost(1, 3, 4, 8, 8, 3, padding=-1), ValueError, r"padding must be >= 0"),
         (
             lambda: grouped_conv2d_cost(1, 6, 4, 8, 8, 3, 4),
             ValueError,
-            r"groups=4 must divide in_channels=6",
+            r"groups=4.*in_channels=6",
         ),
         (
             lambda: pointwise_grouped_conv2d_cost(1, 6, 4, 8, 8, 3),
             ValueError,
-            r"groups=3 must divide out_channels=4",
+            r"groups=3.*out_channels=4",
         ),
         (
             lambda: depthwise_separable_conv2d_cost(1, 3, 4, 8, 8, 3, depth_multiplier=0),

@@ -97,7 +97,7 @@ def test_both_forms_train() -> None:
 
 def test_bad_input_is_rejected() -> None:
     model = create_model("deit_tiny", image_size=32, form="ane")
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"x.*\(B, 3, 32, 32\).*\(1, 3, 48, 48\)"):
         model(torch.zeros(1, 3, 48, 48))
-    with pytest.raises(TypeError, match=r"config must be a DeiTConfig"):
+    with pytest.raises(TypeError, match=r"config.*DeiTConfig.*str"):
         DeiTANE("deit_tiny")  # type: ignore[arg-type]

@@ -397,12 +397,12 @@ def _w(*shape: int) -> torch.Tensor:
         (
             lambda: depthwise_conv2d(_x(), _w(4, 1, 7, 3)),
             ValueError,
-            r"weight has kernel height 7, larger than the padded input height 5 \+ 2\*0 = 5",
+            r"weight.*height 7.*\b5\b",
         ),
         (
             lambda: depthwise_conv2d(_x(), _w(4, 1, 8, 3), padding=1),
             ValueError,
-            r"weight has kernel height 8, larger than the padded input height 5 \+ 2\*1 = 7",
+            r"weight.*height 8.*\b7\b",
         ),
         (lambda: depthwise_conv2d(_x(), _w(4, 1, 3, 3), stride=0), ValueError, r"stride"),
         (lambda: depthwise_conv2d(_x(), _w(4, 1, 3, 3), padding=-1), ValueError, r"padding"),
@@ -439,12 +439,12 @@ def _w(*shape: int) -> torch.Tensor:
         (
             lambda: grouped_conv2d(_x(), _w(4, 2, 3, 3), 3),
             ValueError,
-            r"groups=3 must divide in_channels C=4",
+            r"groups=3.*C=4",
         ),
         (
             lambda: grouped_conv2d(_x(), _w(3, 2, 3, 3), 2),
             ValueError,
-            r"groups=2 must divide out_channels C'=3",
+            r"groups=2.*C'=3",
         ),
         (
             lambda: grouped_conv2d(_x(), _w(4, 4, 3, 3), 2),
@@ -458,7 +458,7 @@ def _w(*shape: int) -> torch.Tensor:
             ValueError,
             r"weight.shape\[1\] must equal C/g=2",
         ),
-        (lambda: channel_shuffle(_x(6), 4), ValueError, r"groups=4 must divide channels C=6"),
+        (lambda: channel_shuffle(_x(6), 4), ValueError, r"groups=4.*C=6"),
         (lambda: channel_shuffle_permutation(6, 4), ValueError, r"groups=4 must divide"),
         (lambda: block_diagonal_weight(_w(5, 2), 2), ValueError, r"groups=2 must divide"),
     ],

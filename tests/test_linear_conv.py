@@ -162,19 +162,19 @@ def test_padding_same_and_valid_are_accepted() -> None:
 
 
 def test_conversion_errors() -> None:
-    with pytest.raises(TypeError, match="linear must be an nn.Linear, got Conv2d"):
+    with pytest.raises(TypeError, match=r"linear.*Linear.*Conv2d"):
         conv1x1_from_linear(nn.Conv2d(3, 2, 1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="uninitialized lazy layer"):
         conv1x1_from_linear(nn.LazyLinear(4))
-    with pytest.raises(TypeError, match="conv must be an nn.Conv2d, got Linear"):
+    with pytest.raises(TypeError, match=r"conv.*Conv2d.*Linear"):
         linear_from_conv1x1(nn.Linear(3, 2))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"kernel_size \(1, 1\), got \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"kernel_size.*\(1, 1\).*\(3, 3\)"):
         linear_from_conv1x1(nn.Conv2d(3, 2, 3))
-    with pytest.raises(ValueError, match="groups=1, got groups=2; .*block-diagonal"):
+    with pytest.raises(ValueError, match=r"groups.*groups=2"):
         linear_from_conv1x1(nn.Conv2d(4, 2, 1, groups=2))
-    with pytest.raises(ValueError, match=r"stride \(1, 1\), got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"stride.*\(2, 2\)"):
         linear_from_conv1x1(nn.Conv2d(3, 2, 1, stride=2))
-    with pytest.raises(ValueError, match=r"no padding, got padding=\(1, 1\)"):
+    with pytest.raises(ValueError, match=r"padding.*\(1, 1\)"):
         linear_from_conv1x1(nn.Conv2d(3, 2, 1, padding=1))
 
 
@@ -308,21 +308,20 @@ def test_wrong_linear_shape_names_key_and_both_shapes() -> None:
     state = {**lin.state_dict(), "proj_out.weight": torch.zeros(3, 5, dtype=torch.float64)}
     with pytest.raises(
         ValueError,
-        match=r"state_dict\['proj_out.weight'\] has shape \(3, 5\), .* 'proj_out' has weight "
-        r"shape \(2, 5, 1, 1\), so a Linear weight must have shape \(2, 5\)",
+        match=r"state_dict\['proj_out.weight'\].*\(3, 5\).*\(2, 5, 1, 1\).*\(2, 5\)",
     ):
         load_linear_state_dict(conv, state)
 
 
 def test_hook_argument_errors() -> None:
-    with pytest.raises(TypeError, match="model must be an nn.Module, got dict"):
+    with pytest.raises(TypeError, match=r"model.*Module.*dict"):
         register_linear_to_conv1x1_hook({})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"\(Sequential\) has no nn.Conv2d with a 1x1 kernel"):
+    with pytest.raises(ValueError, match=r"Sequential.*1x1"):
         register_linear_to_conv1x1_hook(nn.Sequential(nn.Linear(2, 2), nn.Conv2d(2, 2, 3)))
     _, conv = _twins([4, 5], 2, "proj_out")
-    with pytest.raises(TypeError, match="state_dict must be a mapping .* got list"):
+    with pytest.raises(TypeError, match=r"state_dict.*mapping.*list"):
         load_linear_state_dict(conv, [])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="strict must be a bool, got 1"):
+    with pytest.raises(TypeError, match=r"strict.*bool.*\b1\b"):
         load_linear_state_dict(conv, {}, strict=1)  # type: ignore[arg-type]
 
 
@@ -388,17 +387,14 @@ def test_wrong_conv_shape_for_a_linear_names_key_and_both_shapes() -> None:
         shape = ", ".join(map(str, bad))
         with pytest.raises(
             ValueError,
-            match=rf"state_dict\['proj_out.weight'\] has shape \({shape}\), but the Linear "
-            r"'proj_out' has weight shape \(2, 5\), so a 1x1-convolution weight must have shape "
-            r"\(2, 5, 1, 1\)",
+            match=rf"state_dict\['proj_out.weight'\].*\({shape}\).*\(2, 5\).*\(2, 5, 1, 1\)",
         ):
             lin.load_state_dict(state)
     register_projection_layout_hooks(conv)
     state = {**lin.state_dict(), "proj_out.weight": torch.zeros(2, 4, dtype=torch.float64)}
     with pytest.raises(
         ValueError,
-        match=r"state_dict\['proj_out.weight'\] has shape \(2, 4\), but the 1x1 convolution "
-        r"'proj_out' has weight shape \(2, 5, 1, 1\), so a Linear weight must have shape \(2, 5\)",
+        match=r"state_dict\['proj_out.weight'\].*\(2, 4\).*\(2, 5, 1, 1\).*\(2, 5\)",
     ):
         conv.load_state_dict(state)
 
@@ -414,11 +410,11 @@ def test_projection_hooks_survive_deepcopy_and_pickle() -> None:
 
 
 def test_projection_hook_registration_errors_and_removal() -> None:
-    with pytest.raises(TypeError, match="model must be an nn.Module, got list"):
+    with pytest.raises(TypeError, match=r"model.*Module.*list"):
         register_projection_layout_hooks([])  # type: ignore[arg-type]
     with pytest.raises(
         ValueError,
-        match=r"model \(Sequential\) has no nn.Linear or nn.Conv2d with a 1x1 kernel and groups=1",
+        match=r"Sequential.*Linear.*1x1",
     ):
         register_projection_layout_hooks(
             nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 1, groups=2))

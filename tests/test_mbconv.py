@@ -110,14 +110,14 @@ def test_squeeze_excitation_gates_channels() -> None:
 
 
 def test_bad_arguments_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"kernel_size must be odd, got 4"):
+    with pytest.raises(ValueError, match=r"kernel_size.*odd.*\b4\b"):
         MBConvBlock(4, 4, kernel_size=4)
-    with pytest.raises(ValueError, match=r"se_ratio must be in \(0, 1\] or None, got 1.5"):
+    with pytest.raises(ValueError, match=r"se_ratio.*1\.5"):
         MBConvBlock(4, 4, se_ratio=1.5)
-    with pytest.raises(ValueError, match=r"stride=2 must divide input_size=\(5, 4\)"):
+    with pytest.raises(ValueError, match=r"stride=2.*input_size=\(5, 4\)"):
         MBConvBlockANE(4, 4, input_size=(5, 4), stride=2)
     ane = MBConvBlockANE(4, 8, input_size=(4, 4), in_flat=True)
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 4, 1, 16\), got \(1, 4, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"x.*\(B, 4, 1, 16\).*\(1, 4, 4, 4\)"):
         ane(torch.zeros(1, 4, 4, 4))
     with pytest.raises(ValueError, match=r"x must have rank 4"):
         MBConvBlock(4, 4)(torch.zeros(4, 4, 4))

@@ -189,11 +189,9 @@ def test_forward_and_backward_run_in_both_forms_and_agree_in_training() -> None:
 
 def test_input_of_the_wrong_size_is_rejected() -> None:
     model = create_model("tiny_moat_0", image_size=64, form="ane")
-    with pytest.raises(
-        ValueError, match=r"x must have shape \(B, 3, 64, 64\) .* got \(1, 3, 96, 96\)"
-    ):
+    with pytest.raises(ValueError, match=r"x.*\(B, 3, 64, 64\).*\(1, 3, 96, 96\)"):
         model(torch.zeros(1, 3, 96, 96))
     with pytest.raises(ValueError, match=r"x must have rank 4"):
         model(torch.zeros(3, 64, 64))
-    with pytest.raises(TypeError, match=r"config must be a MOATConfig, got dict"):
+    with pytest.raises(TypeError, match=r"config.*MOATConfig.*dict"):
         MOAT({})  # type: ignore[arg-type]

@@ -128,12 +128,12 @@ def test_ane_block_trains() -> None:
 
 
 def test_bad_arguments_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"head_size=32 must divide out_channels=48"):
+    with pytest.raises(ValueError, match=r"head_size=32.*out_channels=48"):
         MOATBlock(16, 48, input_size=8)
-    with pytest.raises(ValueError, match=r"window=\(3, 3\) must divide the block's feature map"):
+    with pytest.raises(ValueError, match=r"window=3\b.*\(4, 4\)"):
         MOATBlockANE(16, 32, input_size=8, stride=2, window=3)
-    with pytest.raises(ValueError, match=r"stride=2 must divide input_size=\(5, 6\)"):
+    with pytest.raises(ValueError, match=r"stride=2.*input_size=\(5, 6\)"):
         MOATBlock(16, 32, input_size=(5, 6), stride=2)
     block = MOATBlock(8, 8, input_size=4, head_size=4)
-    with pytest.raises(ValueError, match=r"x must have spatial size \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"x.*\(4, 4\).*\(1, 8, 6, 6\)"):
         block(torch.zeros(1, 8, 6, 6))

@@ -107,11 +107,11 @@ def test_bad_inputs_are_rejected() -> None:
     norm = LayerNormANE(8)
     with pytest.raises(ValueError, match=r"x must have rank 4"):
         norm(torch.zeros(2, 8, 5))
-    with pytest.raises(ValueError, match=r"8 channels in axis 1, got shape \(2, 5, 1, 3\)"):
+    with pytest.raises(ValueError, match=r"\b8\b.*\(2, 5, 1, 3\)"):
         norm(torch.zeros(2, 5, 1, 3))
-    with pytest.raises(ValueError, match=r"num_channels must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_channels.*\b0\b"):
         LayerNormANE(0)
     with pytest.raises(TypeError, match=r"num_channels must be an int"):
         LayerNormANE(2.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"eps must be a non-negative float, got -1"):
+    with pytest.raises(ValueError, match=r"eps.*-1"):
         LayerNormANE(4, eps=-1.0)

@@ -117,9 +117,9 @@ def test_lepe_conv_is_a_zero_padded_depthwise_3x3() -> None:
 def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match=r"grid_size must be >= 1"):
         RelativePositionBias((0, 3), 2)
-    with pytest.raises(ValueError, match=r"num_heads must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_heads.*\b0\b"):
         RelativePositionBias(3, 0)
-    with pytest.raises(ValueError, match=r"layout must be one of \['bsc', 'bc1s'\], got 'nchw'"):
+    with pytest.raises(ValueError, match=r"layout.*'bc1s'.*'nchw'"):
         AbsolutePositionEmbedding(4, 4, layout="nchw")
     with pytest.raises(ValueError, match=r"x must have rank 3"):
         AbsolutePositionEmbedding(4, 4)(torch.zeros(1, 4, 1, 4))

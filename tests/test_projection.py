@@ -151,60 +151,52 @@ def test_layout_helpers(B: int, S: int, C: int, seed: int) -> None:
 
 
 def test_rank_errors() -> None:
-    with pytest.raises(ValueError, match=r"weight must have rank 2 \(O, I\), got rank 4"):
+    with pytest.raises(ValueError, match=r"weight.*rank 2.*rank 4"):
         linear_weight_to_conv1x1(torch.zeros(3, 2, 1, 1))
-    with pytest.raises(ValueError, match=r"weight must have rank 4 \(O, I, 1, 1\), got rank 2"):
+    with pytest.raises(ValueError, match=r"weight.*rank 4.*rank 2"):
         conv1x1_weight_to_linear(torch.zeros(3, 2))
-    with pytest.raises(ValueError, match=r"x must have rank 3 \(B, S, C\), got rank 4"):
+    with pytest.raises(ValueError, match=r"x.*rank 3.*rank 4"):
         bsc_to_bc1s(torch.zeros(1, 2, 3, 4))
-    with pytest.raises(ValueError, match=r"x must have rank 4 \(B, C, 1, S\), got rank 3"):
+    with pytest.raises(ValueError, match=r"x.*rank 4.*rank 3"):
         bc1s_to_bsc(torch.zeros(1, 2, 3))
     with pytest.raises(ValueError, match=r"x must have rank 2 or 3"):
         linear_as_conv1x1(torch.zeros(1, 2, 3, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"weight must have rank 2 or 4"):
         linear_as_conv1x1(torch.zeros(1, 2, 3), torch.zeros(2, 3, 1))
-    with pytest.raises(ValueError, match=r"bias must have rank 1 \(O,\), got rank 2"):
+    with pytest.raises(ValueError, match=r"bias.*rank 1.*rank 2"):
         linear_as_conv1x1(torch.zeros(1, 2, 3), torch.zeros(4, 3), torch.zeros(4, 1))
 
 
 def test_type_errors() -> None:
-    with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"weight.*Tensor.*list"):
         linear_weight_to_conv1x1([[1.0, 2.0]])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+    with pytest.raises(TypeError, match=r"x.*Tensor.*ndarray"):
         bsc_to_bc1s(np.zeros((1, 2, 3)))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="bias must be a torch.Tensor, got float"):
+    with pytest.raises(TypeError, match=r"bias.*Tensor.*float"):
         linear_as_conv1x1(torch.zeros(1, 2, 3), torch.zeros(4, 3), 0.5)  # type: ignore[arg-type]
     x64 = torch.zeros(1, 2, 3, dtype=torch.float64)
-    with pytest.raises(
-        TypeError, match="weight has dtype torch.float32 but x has dtype torch.float64"
-    ):
+    with pytest.raises(TypeError, match=r"weight.*float32.*x.*float64"):
         linear_as_conv1x1(x64, torch.zeros(4, 3))
-    with pytest.raises(
-        TypeError, match="bias has dtype torch.float32 but x has dtype torch.float64"
-    ):
+    with pytest.raises(TypeError, match=r"bias.*float32.*x.*float64"):
         linear_as_conv1x1(x64, torch.zeros(4, 3, dtype=torch.float64), torch.zeros(4))
 
 
 def test_kernel_not_1x1_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"1x1 kernel .* got kernel 3x3 \(shape \(4, 2, 3, 3\)\)"):
+    with pytest.raises(ValueError, match=r"1x1.*3x3"):
         conv1x1_weight_to_linear(torch.zeros(4, 2, 3, 3))
     with pytest.raises(ValueError, match=r"got kernel 1x2"):
         linear_as_conv1x1(torch.zeros(1, 5, 2), torch.zeros(4, 2, 1, 2))
 
 
 def test_shape_mismatches_are_rejected() -> None:
-    with pytest.raises(
-        ValueError, match=r"x must have shape \(B, C, 1, S\) .* got shape \(1, 2, 3, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"x.*\(B, C, 1, S\).*\(1, 2, 3, 4\)"):
         bc1s_to_bsc(torch.zeros(1, 2, 3, 4))
-    with pytest.raises(ValueError, match=r"x has 3 channels .* weight of shape \(4, 5\) expects 5"):
+    with pytest.raises(ValueError, match=r"x.*\b3\b.*weight.*\(4, 5\)"):
         linear_as_conv1x1(torch.zeros(2, 6, 3), torch.zeros(4, 5))
-    with pytest.raises(ValueError, match=r"bias must have shape \(4,\) .* got \(5,\)"):
+    with pytest.raises(ValueError, match=r"bias.*\(4,\).*\(5,\)"):
         linear_as_conv1x1(torch.zeros(2, 6, 3), torch.zeros(4, 3), torch.zeros(5))
 
 
 def test_unknown_method_is_rejected() -> None:
-    with pytest.raises(
-        ValueError, match=r"method must be one of \['conv', 'einsum'\], got 'matmul'"
-    ):
+    with pytest.raises(ValueError, match=r"method.*'einsum'.*'matmul'"):
         linear_as_conv1x1(torch.zeros(1, 2, 3), torch.zeros(4, 3), method="matmul")

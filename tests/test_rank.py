@@ -200,9 +200,9 @@ def test_an_exception_leaves_recording_off() -> None:
 
 def test_bad_arguments() -> None:
     rec = RankRecorder()
-    with pytest.raises(ValueError, match=r"limit must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"limit.*-1"):
         rec.above(-1)
-    with pytest.raises(TypeError, match=r"limit must be an int, got '5' \(str\)"):
+    with pytest.raises(TypeError, match=r"limit.*int.*'5'"):
         rec.above("5")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"fn must be callable, got 3 \(int\)"):
+    with pytest.raises(TypeError, match=r"fn.*callable.*\b3\b"):
         max_intermediate_rank(3)  # type: ignore[arg-type]

@@ -74,9 +74,9 @@ def test_mlp_forms_load_each_other() -> None:
 
 
 def test_bad_arguments_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"num_heads=5 must divide dim=192"):
+    with pytest.raises(ValueError, match=r"num_heads=5.*dim=192"):
         TransformerBlockANE(192, 5)
-    with pytest.raises(ValueError, match=r"mlp_ratio must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"mlp_ratio.*\b0\b"):
         TransformerBlock(8, 2, mlp_ratio=0)
-    with pytest.raises(ValueError, match=r"hidden must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"hidden.*\b0\b"):
         MlpANE(8, 0)

@@ -143,17 +143,17 @@ def test_both_forms_stay_equivalent(name: str, options: dict[str, object]) -> No
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got Tensor"):
+    with pytest.raises(TypeError, match=r"model.*Module.*Tensor"):
         perturb_weights_(torch.ones(3))  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="seed must be an int, got 1.5"):
+    with pytest.raises(TypeError, match=r"seed.*int.*1\.5"):
         perturb_weights_(nn.Linear(2, 2), seed=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"seed.*-1"):
         perturb_weights_(nn.Linear(2, 2), seed=-1)
-    with pytest.raises(ValueError, match="scale must be a finite number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"scale.*-0\.1"):
         perturb_weights_(nn.Linear(2, 2), scale=-0.1)
-    with pytest.raises(ValueError, match="noise must be a finite number >= 0, got nan"):
+    with pytest.raises(ValueError, match=r"noise.*nan"):
         perturb_weights_(nn.Linear(2, 2), noise=float("nan"))
-    with pytest.raises(TypeError, match="noise must be a float, got '0.1'"):
+    with pytest.raises(TypeError, match=r"noise.*float.*'0\.1'"):
         perturb_weights_(nn.Linear(2, 2), noise="0.1")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="scale must be a float, got True"):
+    with pytest.raises(TypeError, match=r"scale.*float.*True"):
         perturb_weights_(nn.Linear(2, 2), scale=True)  # type: ignore[arg-type]

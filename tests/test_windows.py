@@ -132,33 +132,31 @@ def test_exported_graph_rank(method: str, expected_rank: int) -> None:
 
 def test_window_must_divide_map() -> None:
     x = torch.randn(1, 16, 16, 4)
-    with pytest.raises(
-        ValueError, match=r"window=\(7, 7\) must divide the feature map \(H, W\)=\(16, 16\)"
-    ):
+    with pytest.raises(ValueError, match=r"window=\(7, 7\).*\(16, 16\)"):
         window_partition(x, 7, channels_last=True)
     w = torch.randn(4, 4, 7, 7)
-    with pytest.raises(ValueError, match=r"window=\(7, 7\) must divide .*\(16, 16\)"):
+    with pytest.raises(ValueError, match=r"window=\(7, 7\).*\(16, 16\)"):
         window_reverse(w, 7, 16, 16, channels_last=False)
 
 
 def test_bad_arguments() -> None:
     x = torch.randn(1, 8, 8, 4)
-    with pytest.raises(ValueError, match=r"x must have rank 4 \(B, C, H, W\), got rank 3"):
+    with pytest.raises(ValueError, match=r"x.*rank 4.*rank 3"):
         window_partition(x[0], 4, channels_last=False)
-    with pytest.raises(ValueError, match=r"method must be one of \['6d', '5d'\], got '7d'"):
+    with pytest.raises(ValueError, match=r"method.*'5d'.*'7d'"):
         window_partition(x, 4, channels_last=True, method="7d")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="channels_last must be a bool, got 1"):
+    with pytest.raises(TypeError, match=r"channels_last.*bool.*\b1\b"):
         window_partition(x, 4, channels_last=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="window must be >= 1"):
+    with pytest.raises(ValueError, match=r"window.*\b0\b"):
         window_partition(x, 0, channels_last=True)
-    with pytest.raises(ValueError, match="window must be an int or a sequence of 2 ints"):
+    with pytest.raises(ValueError, match=r"window.*2 ints.*\(2, 2, 2\)"):
         window_partition(x, (2, 2, 2), channels_last=True)
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         window_partition(x.numpy(), 4, channels_last=True)  # type: ignore[arg-type]
     w = window_partition(x, 4, channels_last=True)
-    with pytest.raises(ValueError, match=r"windows must have window axes \(2, 2\).*got \(4, 4\)"):
+    with pytest.raises(ValueError, match=r"windows.*\(2, 2\).*\(4, 4\)"):
         window_reverse(w, 2, 8, 8, channels_last=True)
-    with pytest.raises(ValueError, match="windows has 4 windows, which is not a multiple of the 8"):
+    with pytest.raises(ValueError, match=r"windows.*\b4\b.*\b8\b"):
         window_reverse(w, 4, 8, 16, channels_last=True)
-    with pytest.raises(ValueError, match="height must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"height.*\b0\b"):
         window_reverse(w, 4, 0, 8, channels_last=True)

@@ -28,15 +28,16 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib._warnings import quiet_library_warnings
+from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
 
 __all__ = [
@@ -52,7 +53,8 @@ __all__ = [
 #: package take and return fp16 arrays, so no cast ops sit at its edges. The default, iOS17 /
 #: macOS14, has every op the models of this library use; the per-op compute plan of
 #: :func:`ane_lib.coreml.compute_plan` needs the OS a point release later (iOS17.4 / macOS14.4).
-DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+DeploymentTarget = Literal["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"]
+DEPLOYMENT_TARGETS: tuple[DeploymentTarget, ...] = get_args(DeploymentTarget)
 
 #: Prefix of the user-defined metadata keys that :func:`export` writes.
 META_PREFIX = "ane_lib."
@@ -128,10 +130,7 @@ def _quiet_conversion(tracker: _ConversionTracker) -> Iterator[None]:
     try:
         # coremltools logs its own "ERROR - converting ..." line before re-raising; our
         # ExportError carries the same information, so the logger is silenced completely.
-        with quiet_coremltools(logging.CRITICAL + 1), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", module=r"coremltools(\.|$)")
+        with quiet_coremltools(logging.CRITICAL + 1), quiet_library_warnings("coremltools"):
             yield
     finally:
         for mod, name, original in saved:
@@ -305,8 +304,8 @@ def export(
     name: str | None = None,
     description: str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    deployment_target: str = "iOS17",
-    precision: str = "fp16",
+    deployment_target: DeploymentTarget = "iOS17",
+    precision: Precision = "fp16",
     seed: int = 0,
     progress: bool | Callable[[str], None] = False,
 ) -> Path:
@@ -347,7 +346,7 @@ def export(
     shape = tuple(check_positive_int(f"input_shape[{i}]", d) for i, d in enumerate(input_shape))
     _check_names(input_name, output_name)
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
-    check_choice("precision", precision, ("fp16", "fp32"))
+    check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
     dest = _check_destination(path, overwrite)
     say: Callable[[str], None] | None
@@ -365,9 +364,7 @@ def export(
     try:
         if say:
             say(f"torch.export of {model_name} with input {shape}")
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with torch.no_grad(), quiet_library_warnings():
             exported = torch.export.export(model, (x,)).run_decompositions({})
     except Exception as err:
         raise ExportError(

@@ -23,6 +23,7 @@ from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
 from ane_lib.coreml.export import example_input
+from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import package_io
 
 __all__ = ["Verification", "psnr", "verify"]
@@ -57,7 +58,7 @@ class Verification:
     """
 
     samples: int
-    precision: str
+    precision: Precision
     psnr_db: float
     max_abs_error: float
     max_rel_error: float
@@ -84,7 +85,7 @@ def verify(
     *,
     samples: int = 2,
     seed: int = 0,
-    precision: str = "fp16",
+    precision: Precision = "fp16",
 ) -> Verification:
     """Run the package at ``path`` with the reference executor and ``model`` in PyTorch on the
     same ``samples`` inputs, and compare the outputs.
@@ -101,7 +102,7 @@ def verify(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_positive_int("samples", samples)
     check_nonnegative_int("seed", seed)
-    check_choice("precision", precision, ("fp16", "fp32"))
+    check_choice("precision", precision, PRECISIONS)
     info = package_io(path)
     if len(info.inputs) != 1 or len(info.outputs) != 1:
         raise ValueError(

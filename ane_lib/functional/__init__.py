@@ -65,7 +65,13 @@ from ane_lib.functional.rank import (
     RankRecorder,
     max_intermediate_rank,
 )
-from ane_lib.functional.windows import WINDOW_METHODS, window_partition, window_reverse
+from ane_lib.functional.windows import (
+    WINDOW_METHODS,
+    WindowMethod,
+    check_window_divides,
+    window_partition,
+    window_reverse,
+)
 
 __all__ = [
     "ALIGNMENT_BYTES",
@@ -74,6 +80,7 @@ __all__ = [
     "Cost",
     "RankRecord",
     "RankRecorder",
+    "WindowMethod",
     "asymmetric_conv2d",
     "asymmetric_conv2d_cost",
     "bc1s_to_bsc",
@@ -81,6 +88,7 @@ __all__ = [
     "bsc_to_bc1s",
     "channel_shuffle",
     "channel_shuffle_permutation",
+    "check_window_divides",
     "conv1x1",
     "conv1x1_cost",
     "conv1x1_filter",

@@ -14,6 +14,8 @@ Like PyTorch, these functions compute a cross-correlation: the kernel is not fli
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import EllipsisType
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +38,17 @@ __all__ = [
     "sliding_windows",
 ]
 
-PADDING_MODES = ("valid", "same")
+PaddingMode = Literal["valid", "same"]
+"""``"valid"``: no padding; ``"same"``: as much as keeps the size (stride 1 only), torch's split."""
+PADDING_MODES: tuple[PaddingMode, ...] = get_args(PaddingMode)
 
 # Letters used in the einsum equations: output positions, then kernel offsets, per spatial axis.
 _OUT_LETTERS = {1: "w", 2: "hw", 3: "dhw"}
 _KERNEL_LETTERS = {1: "k", 2: "kl", 3: "jkl"}
 
 _LAYOUTS = {1: "(B, C, W)", 2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
+
+_Index = tuple[EllipsisType | slice, ...]  # x[..., a:b, c:d]: leading axes kept, trailing sliced
 
 
 def conv_einsum_equation(spatial_dims: int) -> str:
@@ -60,7 +66,7 @@ def conv_einsum_equation(spatial_dims: int) -> str:
 
 
 def conv_output_size(
-    size: int, kernel: int, stride: int = 1, padding: int | str = 0, dilation: int = 1
+    size: int, kernel: int, stride: int = 1, padding: int | PaddingMode = 0, dilation: int = 1
 ) -> int:
     """Length of one spatial axis after a convolution.
 
@@ -77,7 +83,7 @@ def conv_output_size(
 
 
 def resolve_conv_padding(
-    padding: int | Sequence[int] | str,
+    padding: int | Sequence[int] | PaddingMode,
     kernel_size: int | Sequence[int],
     stride: int | Sequence[int] = 1,
     dilation: int | Sequence[int] = 1,
@@ -142,7 +148,7 @@ def conv_einsum(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     stride: int | Sequence[int] = 1,
-    padding: int | Sequence[int] | str = 0,
+    padding: int | Sequence[int] | PaddingMode = 0,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
 ) -> torch.Tensor:
@@ -213,7 +219,8 @@ def patch_conv_einsum(
     out_shape = [size // k for size, k in zip(x.shape[2:], kernel, strict=True)]
     # Drop the remainder that a stride-k convolution never reaches, then split each axis into
     # (patch index, offset inside the patch): (B, g, C_in/g, O1, k1, O2, k2, ...).
-    x = x[(..., *(slice(0, o * k) for o, k in zip(out_shape, kernel, strict=True)))]
+    kept: _Index = (..., *(slice(0, o * k) for o, k in zip(out_shape, kernel, strict=True)))
+    x = x[kept]
     split_axes = [v for o, k in zip(out_shape, kernel, strict=True) for v in (o, k)]
     patches = x.reshape(batch, groups, c_in // groups, *split_axes)
     grouped_weight = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])
@@ -264,7 +271,8 @@ def _windows(
         # unfold replaces the axis by the window starts and appends a trailing axis of length span.
         x = x.unfold(2 + axis, span, strides[axis])
     # Keep every dilation-th element of each window span (a strided view, no copy).
-    return x[(..., *(slice(None, None, d) for d in dilations))]
+    every_dilated: _Index = (..., *(slice(None, None, d) for d in dilations))
+    return x[every_dilated]
 
 
 def _check_operands(

@@ -136,13 +136,18 @@ def conv2d_cost(
     padding: IntTuple = 0,
     bias: bool = False,
 ) -> Cost:
-    """A full k x l convolution C -> C': params C' C k l, MACs B H' W' C' C k l."""
-    return conv_cost(
+    """A full k x l convolution C -> C': params C' C k l, MACs B H' W' C' C k l.
+
+    :func:`grouped_conv2d_cost` with one group.
+    """
+    return grouped_conv2d_cost(
         batch,
         in_channels,
         out_channels,
-        (height, width),
+        height,
+        width,
         kernel_size,
+        1,
         stride=stride,
         padding=padding,
         bias=bias,
@@ -152,8 +157,13 @@ def conv2d_cost(
 def conv1x1_cost(
     batch: int, in_channels: int, out_channels: int, height: int, width: int, *, bias: bool = False
 ) -> Cost:
-    """A 1x1 convolution C -> C': params C' C, MACs B H W C' C."""
-    return conv_cost(batch, in_channels, out_channels, (height, width), 1, bias=bias)
+    """A 1x1 convolution C -> C': params C' C, MACs B H W C' C.
+
+    :func:`pointwise_grouped_conv2d_cost` with one group.
+    """
+    return pointwise_grouped_conv2d_cost(
+        batch, in_channels, out_channels, height, width, 1, bias=bias
+    )
 
 
 def depthwise_conv2d_cost(
@@ -167,11 +177,14 @@ def depthwise_conv2d_cost(
     padding: IntTuple = 0,
     depth_multiplier: int = 1,
 ) -> Cost:
-    """A depthwise k x l convolution C -> C m: params C m k l, MACs B H' W' C m k l."""
+    """A depthwise k x l convolution C -> C m: params C m k l, MACs B H' W' C m k l.
+
+    :func:`grouped_conv2d_cost` with ``g = C`` groups and ``C m`` outputs.
+    """
     m = check_positive_int("depth_multiplier", depth_multiplier)
     C = check_positive_int("channels", channels)
-    return conv_cost(
-        batch, C, C * m, (height, width), kernel_size, stride=stride, padding=padding, groups=C
+    return grouped_conv2d_cost(
+        batch, C, C * m, height, width, kernel_size, C, stride=stride, padding=padding
     )
 
 
@@ -204,15 +217,33 @@ def depthwise_separable_conv2d_cost(
     )
 
 
-def _two_stage_sizes(
-    height: int, width: int, kernel_size: IntTuple, stride: IntTuple, padding: IntTuple
-) -> tuple[int, int, tuple[int, int], tuple[int, int], tuple[int, int]]:
-    """Output sizes of a k x 1 stage on ``(H, W)`` followed by a 1 x l stage."""
+def _columns_then_rows(
+    batch: int,
+    height: int,
+    width: int,
+    kernel_size: IntTuple,
+    stride: IntTuple,
+    padding: IntTuple,
+    columns: tuple[int, int, int],
+    rows: tuple[int, int, int],
+) -> Cost:
+    """A k x 1 convolution on ``(H, W)`` carrying the vertical stride and padding, then a 1 x l
+    convolution on its ``(H', W)`` output carrying the horizontal ones.
+
+    ``columns`` and ``rows`` are ``(in_channels, out_channels, groups)`` of the two stages.
+    """
     k, l = int_tuple("kernel_size", kernel_size, 2)
     s = int_tuple("stride", stride, 2)
     p = int_tuple("padding", padding, 2, minimum=0)
-    H_out, W_out = _output_shape((height, width), (k, l), s, p)
-    return k, l, (s[0], s[1]), (p[0], p[1]), (H_out, W_out)
+    H_out, _ = _output_shape((height, width), (k, l), s, p)
+    (c_in, c_mid, g1), (r_in, r_out, g2) = columns, rows
+    first = conv_cost(
+        batch, c_in, c_mid, (height, width), (k, 1), stride=(s[0], 1), padding=(p[0], 0), groups=g1
+    )
+    second = conv_cost(
+        batch, r_in, r_out, (H_out, width), (1, l), stride=(1, s[1]), padding=(0, p[1]), groups=g2
+    )
+    return first + second
 
 
 def spatially_separable_conv2d_cost(
@@ -231,17 +262,12 @@ def spatially_separable_conv2d_cost(
     params = C C' (k + l); MACs = B C C' H' (W k + W' l) — the first stage runs over every
     input column (W), the second over the output columns (W').
     """
-    k, l, s, p, (H_out, _) = _two_stage_sizes(height, width, kernel_size, stride, padding)
     C = check_positive_int("in_channels", in_channels)
     O = check_positive_int("out_channels", out_channels)
     # stage 1 is a grouped conv C -> C C' (groups=C), stage 2 a grouped conv C' C -> C'
-    columns = conv_cost(
-        batch, C, C * O, (height, width), (k, 1), stride=(s[0], 1), padding=(p[0], 0), groups=C
+    return _columns_then_rows(
+        batch, height, width, kernel_size, stride, padding, (C, C * O, C), (O * C, O, O)
     )
-    rows = conv_cost(
-        batch, O * C, O, (H_out, width), (1, l), stride=(1, s[1]), padding=(0, p[1]), groups=O
-    )
-    return columns + rows
 
 
 def asymmetric_conv2d_cost(
@@ -260,15 +286,17 @@ def asymmetric_conv2d_cost(
 
     params = M C k + C' M l; MACs = B H' (W M C k + W' C' M l).
     """
-    k, l, s, p, (H_out, _) = _two_stage_sizes(height, width, kernel_size, stride, padding)
     M = out_channels if mid_channels is None else check_positive_int("mid_channels", mid_channels)
-    columns = conv_cost(
-        batch, in_channels, M, (height, width), (k, 1), stride=(s[0], 1), padding=(p[0], 0)
+    return _columns_then_rows(
+        batch,
+        height,
+        width,
+        kernel_size,
+        stride,
+        padding,
+        (in_channels, M, 1),
+        (M, out_channels, 1),
     )
-    rows = conv_cost(
-        batch, M, out_channels, (H_out, width), (1, l), stride=(1, s[1]), padding=(0, p[1])
-    )
-    return columns + rows
 
 
 def flattened_conv2d_cost(
@@ -286,16 +314,12 @@ def flattened_conv2d_cost(
 
     params = C' (C + k + l); MACs = B C' (H W C + H' W k + H' W' l).
     """
-    k, l, s, p, (H_out, _) = _two_stage_sizes(height, width, kernel_size, stride, padding)
     O = check_positive_int("out_channels", out_channels)
     channel = conv1x1_cost(batch, in_channels, O, height, width)
-    columns = conv_cost(
-        batch, O, O, (height, width), (k, 1), stride=(s[0], 1), padding=(p[0], 0), groups=O
+    depthwise = (O, O, O)  # each stage: O channels, one group each
+    return channel + _columns_then_rows(
+        batch, height, width, kernel_size, stride, padding, depthwise, depthwise
     )
-    rows = conv_cost(
-        batch, O, O, (H_out, width), (1, l), stride=(1, s[1]), padding=(0, p[1]), groups=O
-    )
-    return channel + columns + rows
 
 
 def grouped_conv2d_cost(
@@ -335,8 +359,13 @@ def pointwise_grouped_conv2d_cost(
     *,
     bias: bool = False,
 ) -> Cost:
-    """A grouped 1x1 conv: params C' C / g, MACs B H W C' C / g."""
-    return conv_cost(batch, in_channels, out_channels, (height, width), 1, groups=groups, bias=bias)
+    """A grouped 1x1 conv: params C' C / g, MACs B H W C' C / g.
+
+    :func:`grouped_conv2d_cost` with a 1 x 1 kernel.
+    """
+    return grouped_conv2d_cost(
+        batch, in_channels, out_channels, height, width, 1, groups, bias=bias
+    )
 
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -12,6 +12,8 @@ Every function here is a pure tensor function; the module-level conversions live
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
@@ -23,7 +25,11 @@ __all__ = [
     "bsc_to_bc1s",
     "bc1s_to_bsc",
     "linear_as_conv1x1",
+    "ProjectionMethod",
 ]
+
+ProjectionMethod = Literal["conv", "einsum"]
+"""How :func:`linear_as_conv1x1` computes: ``F.conv2d``, or ``torch.einsum`` on ``(B, C, 1, S)``."""
 
 
 def linear_weight_to_conv1x1(weight: torch.Tensor) -> torch.Tensor:
@@ -100,7 +106,7 @@ def linear_as_conv1x1(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
-    method: str = "conv",
+    method: ProjectionMethod = "conv",
 ) -> torch.Tensor:
     """Compute ``F.linear(x, weight, bias)`` by the 1x1-convolution route.
 
@@ -120,7 +126,7 @@ def linear_as_conv1x1(
     """
     check_rank("x", x, (2, 3), "(B, S, C) or (N, C)")
     check_rank("weight", weight, (2, 4), "(O, C) or (O, C, 1, 1)")
-    check_choice("method", method, ("conv", "einsum"))
+    check_choice("method", method, get_args(ProjectionMethod))
     conv_weight = weight if weight.ndim == 4 else linear_weight_to_conv1x1(weight)
     # validates the 1x1 kernel of a 4D weight
     linear_weight = conv1x1_weight_to_linear(conv_weight)

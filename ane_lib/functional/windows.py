@@ -23,17 +23,24 @@ so window ``(b, i, j)`` is at index ``(b * nH + i) * nW + j``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
 
 import torch
 
 from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
 
-__all__ = ["window_partition", "window_reverse", "WINDOW_METHODS"]
+__all__ = [
+    "window_partition",
+    "window_reverse",
+    "check_window_divides",
+    "WINDOW_METHODS",
+    "WindowMethod",
+]
 
 WindowMethod = Literal["6d", "5d"]
-WINDOW_METHODS: tuple[str, ...] = ("6d", "5d")
+"""``"6d"``: the Swin reference (rank-6 intermediate); ``"5d"``: the relayed partition."""
+WINDOW_METHODS: tuple[WindowMethod, ...] = get_args(WindowMethod)
 
 
 def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
@@ -41,9 +48,33 @@ def _window_size(window: int | Sequence[int]) -> tuple[int, int]:
     return wh, ww
 
 
-def _check_window_divides(window: tuple[int, int], height: int, width: int) -> None:
-    if height % window[0] != 0 or width % window[1] != 0:
-        raise ValueError(f"window={window} must divide the feature map (H, W)=({height}, {width})")
+def check_window_divides(
+    window: int | Sequence[int],
+    size: Sequence[int] | Mapping[str, Sequence[int]],
+    *,
+    where: str = "the feature map",
+) -> tuple[int, int]:
+    """Return ``window`` as ``(wh, ww)`` if it tiles every ``(H, W)`` map exactly, else raise.
+
+    The one statement of the rule non-overlapping windows need (no padding, no partial window),
+    used by :func:`window_partition`, the MOAT block and the MOAT config.
+
+    Args:
+        window: an int (square) or ``(wh, ww)``.
+        size: one map's ``(H, W)``, or several maps by name, e.g.
+            ``{"stage 3": (16, 16), "stage 4": (8, 8)}``.
+        where: what the maps are, for the message, e.g. ``"the block's feature map"``.
+    """
+    wh, ww = _window_size(window)
+    maps = dict(size) if isinstance(size, Mapping) else {"": size}
+    if all(h % wh == 0 and w % ww == 0 for h, w in maps.values()):
+        return wh, ww
+    if isinstance(size, Mapping):
+        listed = ", ".join(f"{name} is {tuple(s)}" for name, s in maps.items())
+        raise ValueError(
+            f"window={window!r} must divide {where}: {listed}; allowed windows divide all of them"
+        )
+    raise ValueError(f"window={window!r} must divide {where} (H, W)={tuple(size)}")
 
 
 def _check_flags(channels_last: object, method: object) -> None:
@@ -82,7 +113,7 @@ def window_partition(
         B, H, W, C = x.shape
     else:
         B, C, H, W = x.shape
-    _check_window_divides((wh, ww), H, W)
+    check_window_divides((wh, ww), (H, W))
     nH, nW = H // wh, W // ww
 
     if method == "6d":
@@ -132,7 +163,7 @@ def window_reverse(
     wh, ww = _window_size(window)
     H = check_positive_int("height", height)
     W = check_positive_int("width", width)
-    _check_window_divides((wh, ww), H, W)
+    check_window_divides((wh, ww), (H, W))
     if channels_last:
         N, got_wh, got_ww, C = windows.shape
     else:

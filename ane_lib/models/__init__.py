@@ -8,7 +8,8 @@
 before an export whose package should look like a trained model's.
 
 ``list_models()`` names ``tiny_moat_0`` ... ``tiny_moat_3``, ``moat_0`` ... ``moat_4`` and
-``deit_tiny``.
+``deit_tiny``: the models registered by this package. :mod:`ane_lib.models.registry` says how
+to register another model, a new family, or a conversion of another module type.
 """
 
 from ane_lib.models.config import (
@@ -16,20 +17,32 @@ from ane_lib.models.config import (
     DEIT_PE_TYPES,
     MOAT_PE_TYPES,
     MOAT_VARIANTS,
+    AttentionMode,
     DeiTConfig,
     MOATConfig,
     MOATVariant,
-    config_from_dict,
 )
+
+# importing the family modules registers the families and their models
 from ane_lib.models.deit import DeiT, DeiTANE
 from ane_lib.models.moat import MOAT, MOATANE, flat_layout
 from ane_lib.models.registry import (
     FORMS,
+    Form,
+    RegisteredModel,
     build_model,
+    config_from_dict,
     count_parameters,
     create_config,
     create_model,
+    families,
     list_models,
+    model_accepts,
+    model_entry,
+    option_choices,
+    register_conversion,
+    register_family,
+    register_model,
     to_ane,
     to_standard,
 )
@@ -41,21 +54,31 @@ __all__ = [
     "FORMS",
     "MOAT_PE_TYPES",
     "MOAT_VARIANTS",
+    "AttentionMode",
     "DeiT",
     "DeiTANE",
     "DeiTConfig",
+    "Form",
     "MOAT",
     "MOATANE",
     "MOATConfig",
     "MOATVariant",
+    "RegisteredModel",
     "build_model",
     "config_from_dict",
     "count_parameters",
     "create_config",
     "create_model",
+    "families",
     "flat_layout",
     "list_models",
+    "model_accepts",
+    "model_entry",
+    "option_choices",
     "perturb_weights_",
+    "register_conversion",
+    "register_family",
+    "register_model",
     "to_ane",
     "to_standard",
 ]

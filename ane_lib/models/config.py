@@ -2,21 +2,27 @@
 
 A config holds everything needed to build a model and nothing about its form, so
 ``to_ane(model)`` rebuilds the twin from ``model.config`` alone. Every option is checked when the
-config is made; a bad one raises a ``ValueError`` naming the option, its value and the allowed
-values.
+config is made (this is the boundary: the layers below trust it); a bad one raises a
+``ValueError`` naming the option, its value and the allowed values. A field annotated with a
+``Literal`` is checked against that ``Literal``'s values, which are also the choices the
+registry and the command line offer.
 
-MOAT variants (deeplab2 ``moat.py``): stem widths, blocks per stage and stage widths below;
-stages 1-2 are MBConv blocks, stages 3-4 MOAT blocks; every stage starts with stride 2.
+The named models (``tiny_moat_1``, ``deit_tiny``, ...) live in the registry
+(:mod:`ane_lib.models.registry`); :data:`MOAT_VARIANTS` is the table of the published MOATs
+that :mod:`ane_lib.models.moat` registers: stem widths, blocks per stage and stage widths
+(deeplab2 ``moat.py``); stages 1-2 are MBConv blocks, stages 3-4 MOAT blocks; every stage starts
+with stride 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-from ane_lib._checks import check_choice, check_positive_int, int_tuple
-from ane_lib.nn.position import PE_TYPES
+from ane_lib._checks import check_literal_fields, check_positive_int, int_tuple
+from ane_lib.functional.windows import check_window_divides
+from ane_lib.nn.position import PEType
 
 __all__ = [
     "MOATConfig",
@@ -26,20 +32,22 @@ __all__ = [
     "MOAT_PE_TYPES",
     "DEIT_PE_TYPES",
     "ATTENTION_MODES",
-    "config_from_dict",
+    "AttentionMode",
+    "DeiTPEType",
 ]
 
-MOAT_PE_TYPES: tuple[str, ...] = PE_TYPES
+MOAT_PE_TYPES: tuple[PEType, ...] = get_args(PEType)
 """Position embeddings of MOAT's attention: ``"rpe"`` (per-head relative position bias, the
 paper's), ``"single_rpe"`` (one bias table shared by the heads), ``"lepe"`` (depthwise 3x3 conv on
 V plus an absolute embedding added to the attention input), ``"none"``."""
 
-DEIT_PE_TYPES: tuple[str, ...] = ("absolute",)
+DeiTPEType = Literal["absolute"]
+DEIT_PE_TYPES: tuple[DeiTPEType, ...] = get_args(DeiTPEType)
 """DeiT's learned absolute position embedding (its only one)."""
 
-ATTENTION_MODES: tuple[str, ...] = ("global", "local")
-
 AttentionMode = Literal["global", "local"]
+"""``"global"``: attention over the whole feature map; ``"local"``: inside windows."""
+ATTENTION_MODES: tuple[AttentionMode, ...] = get_args(AttentionMode)
 
 
 @dataclass(frozen=True)
@@ -103,8 +111,8 @@ class MOATConfig:
     hidden_sizes: tuple[int, ...]
     image_size: tuple[int, int] = (224, 224)
     num_classes: int = 1000
-    pe: str = "rpe"
-    attention: str = "global"
+    pe: PEType = "rpe"
+    attention: AttentionMode = "global"
     window: tuple[int, int] | None = None
     head_size: int = 32
     expansion_rate: int = 4
@@ -122,8 +130,7 @@ class MOATConfig:
             _image_size(self.image_size, MOAT_STRIDE, "MOAT's output stride is 32"),
         )
         check_positive_int("num_classes", self.num_classes)
-        check_choice("pe", self.pe, MOAT_PE_TYPES)
-        check_choice("attention", self.attention, ATTENTION_MODES)
+        check_literal_fields(self)
         check_positive_int("head_size", self.head_size)
         check_positive_int("expansion_rate", self.expansion_rate)
         if not (0 < self.se_ratio <= 1):
@@ -146,25 +153,9 @@ class MOATConfig:
             raise ValueError(
                 "window must be an int or (height, width) with attention='local', got None"
             )
-        given = self.window
-        window = int_tuple("window", given, 2)
-        set_(self, "window", window)
-        for stage, _ in self.attention_stages():
-            size = self.stage_output_size(stage)
-            if size[0] % window[0] or size[1] % window[1]:
-                sizes = ", ".join(
-                    f"stage {s} is {self.stage_output_size(s)}" for s, _ in self.attention_stages()
-                )
-                raise ValueError(
-                    f"window={given!r} must divide the feature map of every attention "
-                    f"stage at image_size={self.image_size}: {sizes}; allowed windows divide "
-                    "both"
-                )
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> MOATConfig:
-        """Rebuild a config from ``dataclasses.asdict(config)`` (e.g. read back from JSON)."""
-        return cls(**_init_values(cls, values))
+        maps = {f"stage {s}": self.stage_output_size(s) for s, _ in self.attention_stages()}
+        where = f"the feature map of every attention stage at image_size={self.image_size}"
+        set_(self, "window", check_window_divides(self.window, maps, where=where))
 
     def attention_stages(self) -> list[tuple[int, int]]:
         """``(stage number 1-4, width)`` of the stages made of MOAT blocks (3 and 4)."""
@@ -189,10 +180,13 @@ class MOATConfig:
 
 @dataclass(frozen=True)
 class DeiTConfig:
-    """A DeiT (ViT with DeiT's tiny setting): patch 16, width 192, depth 12, 3 heads.
+    """A DeiT (a ViT trained the DeiT way): patch embedding, class token, global attention.
+
+    The architecture (patch 16, width 192, depth 12, 3 heads, MLP ratio 4 for DeiT-Tiny) is
+    given by the registered model, ``deit_tiny``; the other fields are options of one build.
 
     Attributes:
-        name: ``"deit_tiny"`` (informational).
+        name: the registered model, e.g. ``"deit_tiny"`` (informational).
         image_size: ``(H, W)``, multiples of ``patch_size``; an int means square.
         num_classes: width of the classification head.
         patch_size, width, depth, num_heads, mlp_ratio: the architecture; ``num_heads`` must
@@ -202,16 +196,16 @@ class DeiTConfig:
         ln_eps: LayerNorm epsilon (1e-6, as in DeiT/timm).
     """
 
-    name: str = "deit_tiny"
+    name: str
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: int
     image_size: tuple[int, int] = (224, 224)
     num_classes: int = 1000
-    patch_size: int = 16
-    width: int = 192
-    depth: int = 12
-    num_heads: int = 3
-    mlp_ratio: int = 4
-    pe: str = "absolute"
-    attention: str = "global"
+    pe: DeiTPEType = "absolute"
+    attention: Literal["global"] = "global"
     ln_eps: float = 1e-6
 
     def __post_init__(self) -> None:
@@ -231,13 +225,7 @@ class DeiTConfig:
                 f"num_heads={self.num_heads} must divide the width {self.width}; allowed: "
                 f"{[d for d in range(1, self.width + 1) if self.width % d == 0]}"
             )
-        check_choice("pe", self.pe, DEIT_PE_TYPES)
-        check_choice("attention", self.attention, ("global",))
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DeiTConfig:
-        """Rebuild a config from ``dataclasses.asdict(config)`` (e.g. read back from JSON)."""
-        return cls(**_init_values(cls, values))
+        check_literal_fields(self)
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -248,32 +236,3 @@ class DeiTConfig:
     def num_tokens(self) -> int:
         """Patches plus the class token."""
         return self.grid_size[0] * self.grid_size[1] + 1
-
-
-def _init_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``values`` that are constructor fields of ``cls``; lists become tuples."""
-    if not isinstance(values, Mapping):
-        raise TypeError(f"values must be a mapping, got {type(values).__name__}")
-    names = {f.name for f in fields(cls) if f.init}
-    unknown = sorted(set(values) - names - {f.name for f in fields(cls)})
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; allowed: {sorted(names)}")
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
-
-
-def config_from_dict(values: Mapping[str, Any]) -> MOATConfig | DeiTConfig:
-    """A :class:`MOATConfig` or :class:`DeiTConfig` from its ``dataclasses.asdict`` form.
-
-    The family is told by the fields: a MOAT config has ``stem_sizes``, a DeiT config
-    ``patch_size``.
-    """
-    if not isinstance(values, Mapping):
-        raise TypeError(f"values must be a mapping, got {type(values).__name__}")
-    if "stem_sizes" in values:
-        return MOATConfig.from_dict(values)
-    if "patch_size" in values:
-        return DeiTConfig.from_dict(values)
-    raise ValueError(
-        f"values must describe a MOATConfig (with 'stem_sizes') or a DeiTConfig (with "
-        f"'patch_size'), got keys {sorted(values)}"
-    )

@@ -7,19 +7,24 @@
 
 :class:`DeiT` works on ``(B, N, C)`` tokens; :class:`DeiTANE` on ``(B, C, 1, N)`` with channel
 LayerNorm, 1x1 convolutions and split-head attention. Same parameters, same outputs.
+
+This module registers the family (:class:`~ane_lib.models.config.DeiTConfig` built as
+:class:`DeiT` or :class:`DeiTANE`) and the model ``deit_tiny`` (DeiT-Ti: patch 16, width 192,
+depth 12, 3 heads, MLP ratio 4; Touvron et al., 2021, and facebookresearch/deit).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ane_lib._checks import check_rank
+from ane_lib.models._common import check_image, init_weights
 from ane_lib.models.config import DeiTConfig
-from ane_lib.models.moat import init_weights
+from ane_lib.models.registry import register_family, register_model
 from ane_lib.nn.linear_conv import register_projection_layout_hooks
+from ane_lib.nn.load_hooks import register_load_hook
 from ane_lib.nn.norm import LayerNormANE
 from ane_lib.nn.position import AbsolutePositionEmbedding
 from ane_lib.nn.transformer import TransformerBlock, TransformerBlockANE
@@ -27,25 +32,7 @@ from ane_lib.nn.transformer import TransformerBlock, TransformerBlockANE
 __all__ = ["DeiT", "DeiTANE"]
 
 
-def _check_image(x: torch.Tensor, config: DeiTConfig) -> None:
-    check_rank("x", x, (4,), "(B, 3, H, W)")
-    if tuple(x.shape[1:]) != (3, *config.image_size):
-        raise ValueError(
-            f"x must have shape (B, 3, {config.image_size[0]}, {config.image_size[1]}) for this "
-            f"model (config.image_size={config.image_size}), got {tuple(x.shape)}"
-        )
-
-
-def _cls_token_hook(
-    module: nn.Module,
-    state_dict: dict[str, Any],
-    prefix: str,
-    local_metadata: dict[str, Any],
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
-) -> None:
+def _cls_token_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
     """Class token ``(1, 1, C)`` (standard) <-> ``(1, C, 1, 1)`` (ANE), by the target's rank."""
     key = prefix + "cls_token"
     token = state_dict.get(key)
@@ -60,7 +47,8 @@ def _cls_token_hook(
 
 
 class _DeiTBase(nn.Module):
-    form: str = ""
+    form: ClassVar[str]
+    head: nn.Module
 
     def __init__(self, config: DeiTConfig, *, ane: bool) -> None:
         super().__init__()
@@ -81,7 +69,7 @@ class _DeiTBase(nn.Module):
                 for _ in range(c.depth)
             ]
         )
-        self.register_load_state_dict_pre_hook(_cls_token_hook)
+        register_load_hook(self, _cls_token_hook)
 
     def _finish(self) -> None:
         register_projection_layout_hooks(self.head)
@@ -113,7 +101,7 @@ class DeiT(_DeiTBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, 3, H, W)`` at ``config.image_size`` -> logits ``(B, num_classes)``."""
-        _check_image(x, self.config)
+        check_image(x, self.config.image_size)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N - 1, C)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         tokens = self.blocks(self.pos_embed(tokens))
@@ -137,10 +125,20 @@ class DeiTANE(_DeiTBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, 3, H, W)`` at ``config.image_size`` -> logits ``(B, num_classes)``."""
-        _check_image(x, self.config)
+        check_image(x, self.config.image_size)
         c = self.config
         patches = self.patch_embed(x).reshape(-1, c.width, 1, c.num_tokens - 1)  # (B, C, 1, N-1)
         cls = self.cls_token.expand(patches.shape[0], -1, -1, -1)  # (B, C, 1, 1)
         tokens = self.blocks(self.pos_embed(torch.cat([cls, patches], dim=3)))
         # LayerNorm acts per token, so normalising the class token alone is the same.
         return self.head(self.norm(tokens[:, :, :, :1])).flatten(1)
+
+
+register_family(DeiTConfig, standard=DeiT, ane=DeiTANE)
+register_model(
+    "deit_tiny",
+    DeiTConfig,
+    fixed={"patch_size": 16, "width": 192, "depth": 12, "mlp_ratio": 4},
+    defaults={"num_heads": 3},
+    description="DeiT-Ti (Touvron et al., 2021; facebookresearch/deit)",
+)

@@ -12,43 +12,41 @@ projections, split-head attention, channel LayerNorm, rank-5 NHWC window partiti
 whose feature-map width is not a multiple of 32 values kept flat as ``(B, C, 1, H*W)`` (see
 :func:`flat_layout`). All shapes come from the config, so the model has no shape arithmetic at
 run time and exports with ``torch.export`` at its ``image_size``.
+
+This module registers the family (:class:`~ane_lib.models.config.MOATConfig` built as
+:class:`MOAT` or :class:`MOATANE`) and the published variants of
+:data:`~ane_lib.models.config.MOAT_VARIANTS` with :mod:`ane_lib.models.registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ane_lib._checks import check_rank
-from ane_lib.models.config import MOATConfig
+from ane_lib.functional.alignment import padding_nbytes
+from ane_lib.models._common import check_image, init_weights
+from ane_lib.models.config import MOAT_VARIANTS, MOATConfig
+from ane_lib.models.registry import register_family, register_model
 from ane_lib.nn.linear_conv import register_projection_layout_hooks
 from ane_lib.nn.mbconv import BN_EPS, BN_MOMENTUM, MBConvBlock, MBConvBlockANE
 from ane_lib.nn.moat_block import LN_EPS, MOATBlock, MOATBlockANE
 from ane_lib.nn.norm import LayerNormANE
 
-__all__ = ["MOAT", "MOATANE", "flat_layout", "init_weights"]
-
-_ALIGN_VALUES = 32  # 64 bytes of fp16: the Neural Engine's last-axis alignment
+__all__ = ["MOAT", "MOATANE", "flat_layout"]
 
 
 def flat_layout(width: int) -> bool:
     """Whether :class:`MOATANE` keeps a feature map of this width flat, ``(B, C, 1, H*W)``.
 
-    True when ``width`` fp16 values do not fill whole 64-byte rows (``width % 32 != 0``): an
-    NCHW tensor would then be padded on every row, while ``H*W`` is padded at most once.
+    True when a row of ``width`` fp16 values is padded under the Neural Engine's 64-byte
+    last-axis rule (:mod:`ane_lib.functional.alignment`), i.e. ``width % 32 != 0``: an NCHW
+    tensor would then be padded on every row, while ``H*W`` is padded at most once.
     """
-    return width % _ALIGN_VALUES != 0
-
-
-def init_weights(module: nn.Module) -> None:
-    """deeplab2's initialisation: conv and dense kernels ~ N(0, 0.02) (truncated), zero biases."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    return padding_nbytes((width,), torch.float16) > 0
 
 
 def _stem(config: MOATConfig) -> nn.Sequential:
@@ -63,18 +61,12 @@ def _stem(config: MOATConfig) -> nn.Sequential:
     )
 
 
-def _check_image(x: torch.Tensor, config: MOATConfig) -> None:
-    check_rank("x", x, (4,), "(B, 3, H, W)")
-    want = (3, *config.image_size)
-    if tuple(x.shape[1:]) != want:
-        raise ValueError(
-            f"x must have shape (B, 3, {config.image_size[0]}, {config.image_size[1]}) for this "
-            f"model (config.image_size={config.image_size}), got {tuple(x.shape)}"
-        )
-
-
 class _MOATBase(nn.Module):
-    form: str = ""
+    """Stem, four stages and a head, built from the config; the forms differ in their blocks,
+    the layout options the blocks take and the head."""
+
+    form: ClassVar[str]
+    block_classes: ClassVar[dict[str, type[nn.Module]]]  # block kind ("mbconv", "moat") -> class
 
     def __init__(self, config: MOATConfig) -> None:
         super().__init__()
@@ -82,49 +74,63 @@ class _MOATBase(nn.Module):
             raise TypeError(f"config must be a MOATConfig, got {type(config).__name__}")
         self.config = config
         self.stem = _stem(config)
-        self.stages = nn.ModuleList()
+        self.stages = nn.ModuleList(self._stages())
+        width = config.hidden_sizes[-1]
+        self.head_norm, self.head = self._head(width, config.num_classes)
+        register_projection_layout_hooks(self.head)
+        init_weights(self)
 
-    def _block(
-        self,
-        kind: str,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int,
-        input_size: tuple[int, int],
-        in_flat: bool,
-        out_flat: bool,
-    ) -> nn.Module:
-        """One block of the given kind (``"mbconv"`` or ``"moat"``) in this form."""
+    def _head(self, width: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+        """``(head_norm, head)`` of this form."""
         raise NotImplementedError
 
-    def _build_stages(self) -> None:
+    def _layout(
+        self, kind: str, input_size: tuple[int, int], in_flat: bool, out_flat: bool
+    ) -> dict[str, Any]:
+        """The layout arguments a block of ``kind`` takes in this form."""
+        raise NotImplementedError
+
+    def _stages(self) -> list[nn.Sequential]:
         """Four stages; each starts with a stride-2 block, later blocks keep the width."""
-        config = self.config
-        in_channels = config.stem_sizes[-1]
-        size = config.stem_output_size
+        c = self.config
+        options: dict[str, dict[str, Any]] = {
+            "mbconv": {"expansion_rate": c.expansion_rate, "se_ratio": c.se_ratio},
+            "moat": {
+                "head_size": c.head_size,
+                "window": c.window,
+                "pe": c.pe,
+                "expansion_rate": c.expansion_rate,
+            },
+        }
+        in_channels = c.stem_sizes[-1]
+        size = c.stem_output_size
         in_flat = False  # the stem's output is NCHW
+        stages = []
         for stage, (kind, depth, width) in enumerate(
-            zip(config.block_types, config.depths, config.hidden_sizes, strict=True), start=1
+            zip(c.block_types, c.depths, c.hidden_sizes, strict=True), start=1
         ):
-            out_flat = flat_layout(config.stage_output_size(stage)[1])
+            out_flat = flat_layout(c.stage_output_size(stage)[1])
             blocks = []
             for i in range(depth):
                 stride = 2 if i == 0 else 1
+                layout = self._layout(kind, size, in_flat, out_flat)
                 blocks.append(
-                    self._block(
-                        kind,
-                        in_channels,
-                        width,
-                        stride=stride,
-                        input_size=size,
-                        in_flat=in_flat,
-                        out_flat=out_flat,
+                    self.block_classes[kind](
+                        in_channels, width, stride=stride, **options[kind], **layout
                     )
                 )
                 in_channels, in_flat = width, out_flat
                 size = (size[0] // stride, size[1] // stride)
-            self.stages.append(nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*blocks))
+        return stages
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, 3, H, W)`` -> the last stage's map, ``(B, C, H/32, W/32)`` or flat."""
+        check_image(x, self.config.image_size)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
 
     def extra_repr(self) -> str:
         c = self.config
@@ -145,54 +151,20 @@ class MOAT(_MOATBase):
     """
 
     form = "standard"
+    block_classes = {"mbconv": MBConvBlock, "moat": MOATBlock}
 
-    def __init__(self, config: MOATConfig) -> None:
-        super().__init__(config)
-        self._build_stages()
-        width = config.hidden_sizes[-1]
-        self.head_norm = nn.LayerNorm(width, eps=LN_EPS)
-        self.head = nn.Linear(width, config.num_classes)
-        register_projection_layout_hooks(self.head)
-        init_weights(self)
+    def _head(self, width: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+        return nn.LayerNorm(width, eps=LN_EPS), nn.Linear(width, num_classes)
 
-    def _block(
-        self,
-        kind: str,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int,
-        input_size: tuple[int, int],
-        in_flat: bool,
-        out_flat: bool,
-    ) -> nn.Module:
-        c = self.config  # the standard form is NCHW throughout: the layout flags do not apply
-        if kind == "mbconv":
-            return MBConvBlock(
-                in_channels,
-                out_channels,
-                stride=stride,
-                expansion_rate=c.expansion_rate,
-                se_ratio=c.se_ratio,
-            )
-        return MOATBlock(
-            in_channels,
-            out_channels,
-            input_size=input_size,
-            stride=stride,
-            head_size=c.head_size,
-            window=c.window,
-            pe=c.pe,
-            expansion_rate=c.expansion_rate,
-        )
+    def _layout(
+        self, kind: str, input_size: tuple[int, int], in_flat: bool, out_flat: bool
+    ) -> dict[str, Any]:
+        # NCHW throughout: the flat flags do not apply; attention sizes its grid from the map
+        return {"input_size": input_size} if kind == "moat" else {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, 3, H, W)`` at ``config.image_size`` -> logits ``(B, num_classes)``."""
-        _check_image(x, self.config)
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.head(self.head_norm(x.mean(dim=(2, 3))))
+        return self.head(self.head_norm(self._features(x).mean(dim=(2, 3))))
 
 
 class MOATANE(_MOATBase):
@@ -207,58 +179,32 @@ class MOATANE(_MOATBase):
     """
 
     form = "ane"
+    block_classes = {"mbconv": MBConvBlockANE, "moat": MOATBlockANE}
 
     def __init__(self, config: MOATConfig) -> None:
         super().__init__(config)
-        self._build_stages()
         self.stage_flat = tuple(flat_layout(config.stage_output_size(s)[1]) for s in (1, 2, 3, 4))
-        width = config.hidden_sizes[-1]
-        self.head_norm = LayerNormANE(width, eps=LN_EPS)
-        self.head = nn.Conv2d(width, config.num_classes, kernel_size=1)
-        register_projection_layout_hooks(self.head)
-        init_weights(self)
 
-    def _block(
-        self,
-        kind: str,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int,
-        input_size: tuple[int, int],
-        in_flat: bool,
-        out_flat: bool,
-    ) -> nn.Module:
-        c = self.config
-        if kind == "mbconv":
-            return MBConvBlockANE(
-                in_channels,
-                out_channels,
-                input_size=input_size,
-                stride=stride,
-                expansion_rate=c.expansion_rate,
-                se_ratio=c.se_ratio,
-                in_flat=in_flat,
-                out_flat=out_flat,
-            )
-        return MOATBlockANE(
-            in_channels,
-            out_channels,
-            input_size=input_size,
-            stride=stride,
-            head_size=c.head_size,
-            window=c.window,
-            pe=c.pe,
-            expansion_rate=c.expansion_rate,
-            in_flat=in_flat,
-            out_flat=out_flat,
-        )
+    def _head(self, width: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+        return LayerNormANE(width, eps=LN_EPS), nn.Conv2d(width, num_classes, kernel_size=1)
+
+    def _layout(
+        self, kind: str, input_size: tuple[int, int], in_flat: bool, out_flat: bool
+    ) -> dict[str, Any]:
+        return {"input_size": input_size, "in_flat": in_flat, "out_flat": out_flat}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, 3, H, W)`` at ``config.image_size`` -> logits ``(B, num_classes)``."""
-        _check_image(x, self.config)
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        pooled = x.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1) from NCHW or flat alike
+        # (B, C, 1, 1) from an NCHW or a flat map alike
+        pooled = self._features(x).mean(dim=(2, 3), keepdim=True)
         return self.head(self.head_norm(pooled)).flatten(1)
+
+
+register_family(MOATConfig, standard=MOAT, ane=MOATANE)
+for _name, _variant in MOAT_VARIANTS.items():
+    register_model(
+        _name,
+        MOATConfig,
+        fixed=dataclasses.asdict(_variant),
+        description=f"{_name} (Yang et al., 2022; deeplab2 moat.py)",
+    )

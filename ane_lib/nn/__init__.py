@@ -14,6 +14,7 @@ from ane_lib.nn.linear_conv import (
     register_linear_to_conv1x1_hook,
     register_projection_layout_hooks,
 )
+from ane_lib.nn.load_hooks import LoadHook, register_load_hook
 from ane_lib.nn.mbconv import (
     BN_EPS,
     BN_MOMENTUM,
@@ -26,6 +27,7 @@ from ane_lib.nn.norm import LayerNormANE
 from ane_lib.nn.position import (
     PE_TYPES,
     AbsolutePositionEmbedding,
+    APELayout,
     LePEConv,
     PEType,
     RelativePositionBias,
@@ -38,10 +40,12 @@ __all__ = [
     "BN_MOMENTUM",
     "LN_EPS",
     "PE_TYPES",
+    "APELayout",
     "AbsolutePositionEmbedding",
     "Conv1x1LoadHooks",
     "LayerNormANE",
     "LePEConv",
+    "LoadHook",
     "MBConvBlock",
     "MBConvBlockANE",
     "MOATBlock",
@@ -59,6 +63,7 @@ __all__ = [
     "linear_from_conv1x1",
     "load_linear_state_dict",
     "register_linear_to_conv1x1_hook",
+    "register_load_hook",
     "register_projection_layout_hooks",
     "relative_position_index",
 ]

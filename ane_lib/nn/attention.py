@@ -31,10 +31,13 @@ from torch import nn
 
 from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
 from ane_lib.nn.linear_conv import register_projection_layout_hooks
+from ane_lib.nn.load_hooks import register_load_hook
 from ane_lib.nn.position import (
     PE_TYPES,
     AbsolutePositionEmbedding,
+    APELayout,
     LePEConv,
+    PEType,
     RelativePositionBias,
 )
 
@@ -60,8 +63,8 @@ class _AttentionBase(nn.Module):
         num_heads: int,
         *,
         grid_size: int | Sequence[int] | None,
-        pe: str,
-        ape_layout: str,
+        pe: PEType,
+        ape_layout: APELayout,
     ) -> None:
         super().__init__()
         self.head_dim = _check_heads(dim, num_heads)
@@ -124,12 +127,12 @@ class MultiHeadAttention(_AttentionBase):
         num_heads: int,
         *,
         grid_size: int | Sequence[int] | None = None,
-        pe: str = "none",
+        pe: PEType = "none",
     ) -> None:
         super().__init__(dim, num_heads, grid_size=grid_size, pe=pe, ape_layout="bsc")
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.register_load_state_dict_pre_hook(_fuse_qkv_hook)
+        register_load_hook(self, _fuse_qkv_hook)
         register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,7 @@ class MultiHeadAttentionANE(_AttentionBase):
         num_heads: int,
         *,
         grid_size: int | Sequence[int] | None = None,
-        pe: str = "none",
+        pe: PEType = "none",
     ) -> None:
         super().__init__(dim, num_heads, grid_size=grid_size, pe=pe, ape_layout="bc1s")
         # Separate projections: each output stays small enough to split per head cheaply.
@@ -176,7 +179,7 @@ class MultiHeadAttentionANE(_AttentionBase):
         self.k_proj = nn.Conv2d(dim, dim, kernel_size=1)
         self.v_proj = nn.Conv2d(dim, dim, kernel_size=1)
         self.proj = nn.Conv2d(dim, dim, kernel_size=1)
-        self.register_load_state_dict_pre_hook(_split_qkv_hook)
+        register_load_hook(self, _split_qkv_hook)
         register_projection_layout_hooks(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,16 +220,7 @@ class MultiHeadAttentionANE(_AttentionBase):
 # their own layout, (O, I) or (O, I, 1, 1).
 
 
-def _split_qkv_hook(
-    module: nn.Module,
-    state_dict: dict[str, Any],
-    prefix: str,
-    local_metadata: dict[str, Any],
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
-) -> None:
+def _split_qkv_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
     """Standard -> ANE: ``qkv.{weight,bias}`` ``(3C, C)``, ``(3C,)`` -> ``q_proj``, ``k_proj``,
     ``v_proj`` ``(C, C)``, ``(C,)`` each."""
     for suffix in ("weight", "bias"):
@@ -237,16 +231,7 @@ def _split_qkv_hook(
             state_dict[f"{prefix}{name}.{suffix}"] = part
 
 
-def _fuse_qkv_hook(
-    module: nn.Module,
-    state_dict: dict[str, Any],
-    prefix: str,
-    local_metadata: dict[str, Any],
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
-) -> None:
+def _fuse_qkv_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
     """ANE -> standard: ``q_proj``, ``k_proj``, ``v_proj`` ``(C, C, 1, 1)``, ``(C,)`` ->
     ``qkv`` ``(3C, C, 1, 1)``, ``(3C,)`` (concatenated along the output channels)."""
     for suffix in ("weight", "bias"):

@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ane_lib.functional.projection import conv1x1_weight_to_linear, linear_weight_to_conv1x1
+from ane_lib.nn.load_hooks import register_load_hook
 
 if TYPE_CHECKING:
     from torch.nn.modules.module import _IncompatibleKeys
@@ -122,12 +123,15 @@ def linear_from_conv1x1(conv: nn.Conv2d) -> nn.Linear:
     return linear
 
 
-def _copy_parameters(target: nn.Module, weight: torch.Tensor, source: nn.Module) -> None:
+def _copy_parameters(
+    target: nn.Linear | nn.Conv2d, weight: torch.Tensor, source: nn.Linear | nn.Conv2d
+) -> None:
     """Copy ``weight`` and ``source.bias`` into ``target`` (no shared storage)."""
     with torch.no_grad():
         target.weight.copy_(weight)
         target.weight.requires_grad_(source.weight.requires_grad)
         if source.bias is not None:
+            assert target.bias is not None  # built with bias= source.bias is not None
             target.bias.copy_(source.bias)
             target.bias.requires_grad_(source.bias.requires_grad)
 
@@ -145,14 +149,7 @@ def _is_projection(module: nn.Module) -> bool:
 
 
 def _projection_weight_to_own_rank(
-    module: nn.Module,
-    state_dict: dict[str, Any],
-    prefix: str,
-    local_metadata: dict[str, Any],
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
+    module: nn.Module, state_dict: dict[str, Any], prefix: str
 ) -> None:
     """Load-state-dict pre-hook of one projection: ``(O, I)`` <-> ``(O, I, 1, 1)``.
 
@@ -232,9 +229,7 @@ def _register_projection_hooks(
     targets = [(name, m) for name, m in model.named_modules() if select(m)]
     if not targets:
         raise ValueError(f"model ({type(model).__name__}) has no {wanted}")
-    handles = tuple(
-        m.register_load_state_dict_pre_hook(_projection_weight_to_own_rank) for _, m in targets
-    )
+    handles = tuple(register_load_hook(m, _projection_weight_to_own_rank) for _, m in targets)
     return Conv1x1LoadHooks(tuple(name for name, _ in targets), handles)
 
 

@@ -71,6 +71,21 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
 
+def strided_sizes(
+    input_size: int | Sequence[int], stride: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(H, W)`` of a block's input and ``(H / s, W / s)`` of its output, checked.
+
+    Raises a ValueError unless ``stride`` divides both ``H`` and ``W`` (the blocks here pool the
+    shortcut with kernel and stride ``s``, which would drop a remainder).
+    """
+    h, w = int_tuple("input_size", input_size, 2)
+    check_positive_int("stride", stride)
+    if h % stride or w % stride:
+        raise ValueError(f"stride={stride} must divide input_size={(h, w)} (H and W)")
+    return (h, w), (h // stride, w // stride)
+
+
 def se_hidden_channels(out_channels: int, se_ratio: float) -> int:
     """deeplab2's SE width: ``max(1, int(out_channels * se_ratio))``."""
     return max(1, int(out_channels * se_ratio))
@@ -192,13 +207,7 @@ class MBConvBlockANE(MBConvBlock):
             se_ratio=se_ratio,
             kernel_size=kernel_size,
         )
-        self.input_size = int_tuple("input_size", input_size, 2)
-        h, w = self.input_size
-        if h % self.stride or w % self.stride:
-            raise ValueError(
-                f"stride={self.stride} must divide input_size={self.input_size} (H and W)"
-            )
-        self.output_size = (h // self.stride, w // self.stride)
+        self.input_size, self.output_size = strided_sizes(input_size, self.stride)
         self.in_flat = bool(in_flat)
         self.out_flat = bool(out_flat)
 

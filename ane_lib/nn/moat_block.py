@@ -25,11 +25,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ane_lib._checks import check_positive_int, check_rank, int_tuple
-from ane_lib.functional.windows import window_partition, window_reverse
+from ane_lib._checks import check_positive_int, check_rank
+from ane_lib.functional.windows import check_window_divides, window_partition, window_reverse
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
-from ane_lib.nn.mbconv import MBConvBlock, MBConvBlockANE
+from ane_lib.nn.mbconv import MBConvBlock, MBConvBlockANE, strided_sizes
 from ane_lib.nn.norm import LayerNormANE
+from ane_lib.nn.position import PEType
 
 __all__ = ["MOATBlock", "MOATBlockANE", "LN_EPS"]
 
@@ -58,22 +59,11 @@ class _MOATBlockBase(nn.Module):
                 f"head_size={head_size} must divide out_channels={out_channels} "
                 f"(out_channels % head_size = {out_channels % head_size})"
             )
-        self.input_size = int_tuple("input_size", input_size, 2)
-        check_positive_int("stride", stride)
-        h, w = self.input_size
-        if h % stride or w % stride:
-            raise ValueError(f"stride={stride} must divide input_size={self.input_size}")
-        self.output_size = (h // stride, w // stride)
+        self.input_size, self.output_size = strided_sizes(input_size, stride)
         self.window: tuple[int, int] | None = None
         if window is not None:
-            wh, ww = int_tuple("window", window, 2)
-            oh, ow = self.output_size
-            if oh % wh or ow % ww:
-                raise ValueError(
-                    f"window={(wh, ww)} must divide the block's feature map "
-                    f"(H, W)={self.output_size}"
-                )
-            self.window = (wh, ww)
+            where = "the block's feature map"
+            self.window = check_window_divides(window, self.output_size, where=where)
         self.head_size = head_size
         return out_channels // head_size, self.window or self.output_size
 
@@ -109,7 +99,7 @@ class MOATBlock(_MOATBlockBase):
         stride: int = 1,
         head_size: int = 32,
         window: int | Sequence[int] | None = None,
-        pe: str = "rpe",
+        pe: PEType = "rpe",
         expansion_rate: int = 4,
     ) -> None:
         super().__init__()
@@ -164,7 +154,7 @@ class MOATBlockANE(_MOATBlockBase):
         stride: int = 1,
         head_size: int = 32,
         window: int | Sequence[int] | None = None,
-        pe: str = "rpe",
+        pe: PEType = "rpe",
         expansion_rate: int = 4,
         in_flat: bool = False,
         out_flat: bool = False,

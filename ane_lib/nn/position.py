@@ -22,16 +22,18 @@ The names of the position-embedding types accepted across ``ane_lib`` are in :da
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_positive_int, check_rank, int_tuple
+from ane_lib.nn.load_hooks import register_load_hook
 
 __all__ = [
     "PE_TYPES",
     "PEType",
+    "APELayout",
     "relative_position_index",
     "RelativePositionBias",
     "AbsolutePositionEmbedding",
@@ -39,9 +41,9 @@ __all__ = [
 ]
 
 PEType = Literal["rpe", "single_rpe", "lepe", "none"]
-PE_TYPES: tuple[str, ...] = ("rpe", "single_rpe", "lepe", "none")
 """``"rpe"``: relative position bias, one table per head; ``"single_rpe"``: one table shared by all
 heads; ``"lepe"``: depthwise 3x3 conv on V plus an absolute embedding on the input; ``"none"``."""
+PE_TYPES: tuple[PEType, ...] = get_args(PEType)
 
 
 def relative_position_index(grid_size: int | Sequence[int]) -> torch.Tensor:
@@ -103,7 +105,8 @@ class RelativePositionBias(nn.Module):
         return f"grid_size={self.grid_size}, num_heads={self.num_heads}"
 
 
-_APE_LAYOUTS = ("bsc", "bc1s")
+APELayout = Literal["bsc", "bc1s"]
+"""``"bsc"``: tokens ``(B, S, C)`` (standard form); ``"bc1s"``: ``(B, C, 1, S)`` (ANE form)."""
 
 
 class AbsolutePositionEmbedding(nn.Module):
@@ -118,16 +121,16 @@ class AbsolutePositionEmbedding(nn.Module):
     A state dict of the other layout loads too (a pre-hook transposes it).
     """
 
-    def __init__(self, num_tokens: int, dim: int, *, layout: str = "bsc") -> None:
+    def __init__(self, num_tokens: int, dim: int, *, layout: APELayout = "bsc") -> None:
         super().__init__()
         self.num_tokens = check_positive_int("num_tokens", num_tokens)
         self.dim = check_positive_int("dim", dim)
-        check_choice("layout", layout, _APE_LAYOUTS)
+        check_choice("layout", layout, get_args(APELayout))
         self.layout = layout
         shape = (1, num_tokens, dim) if layout == "bsc" else (1, dim, 1, num_tokens)
         self.weight = nn.Parameter(torch.empty(shape))
         nn.init.trunc_normal_(self.weight, std=0.02)
-        self.register_load_state_dict_pre_hook(_ape_layout_hook)
+        register_load_hook(self, _ape_layout_hook)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, S, C)`` (layout ``"bsc"``) or ``(B, C, 1, S)`` (``"bc1s"``) -> same shape."""
@@ -141,16 +144,7 @@ class AbsolutePositionEmbedding(nn.Module):
         return f"num_tokens={self.num_tokens}, dim={self.dim}, layout={self.layout!r}"
 
 
-def _ape_layout_hook(
-    module: nn.Module,
-    state_dict: dict[str, Any],
-    prefix: str,
-    local_metadata: dict[str, Any],
-    strict: bool,
-    missing_keys: list[str],
-    unexpected_keys: list[str],
-    error_msgs: list[str],
-) -> None:
+def _ape_layout_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
     """``(1, S, C)`` <-> ``(1, C, 1, S)``, chosen by the rank of the incoming weight."""
     key = prefix + "weight"
     weight = state_dict.get(key)
