@@ -193,3 +193,10 @@ def test_split_conv_weight_rejects_bad_arguments() -> None:
         split_conv_weight(w, [2, 2], [1])
     with pytest.raises(TypeError, match="conv must be"):
         split_conv(nn.Linear(2, 2), [1])  # type: ignore[arg-type]
+
+
+def test_a_padding_mode_stays_on_the_first_conv() -> None:
+    conv = randomize(nn.Conv2d(3, 4, 5, padding=2, padding_mode="reflect"), 0)
+    chain = split_conv(conv, [3, 3])
+    assert [c.padding_mode for c in chain] == ["reflect", "zeros"]
+    check_chain(conv, chain, 1, size=9)
