@@ -1,6 +1,7 @@
 """Pure tensor functions: convolution as einsum, its separable and grouped family and their costs,
-linear projections as 1x1 convolutions, window partitions, the ANE's alignment arithmetic, and
-a recorder of the tensor ranks a block of code creates (Core ML accepts rank 5 at most).
+linear projections as 1x1 convolutions, merging and splitting conv weights, window partitions,
+the ANE's alignment arithmetic, and a recorder of the tensor ranks a block of code creates
+(Core ML accepts rank 5 at most).
 
 Every function here is equal to a trusted reference (``torch.nn.functional`` or a standard
 reshape/transpose form); the tests in ``tests/`` check that over many shapes.
@@ -52,6 +53,15 @@ from ane_lib.functional.family import (
     pointwise_grouped_conv2d,
     spatially_separable_conv2d,
 )
+from ane_lib.functional.merge import (
+    ComposedConv,
+    batchnorm_scale_shift,
+    compose_conv_weights,
+    dense_conv_weight,
+    fold_scale_shift_after,
+    fold_scale_shift_before,
+    merge_conv_kernels,
+)
 from ane_lib.functional.projection import (
     bc1s_to_bsc,
     bsc_to_bc1s,
@@ -65,6 +75,7 @@ from ane_lib.functional.rank import (
     RankRecorder,
     max_intermediate_rank,
 )
+from ane_lib.functional.split import SplitStage, chain_offsets, split_conv_weight
 from ane_lib.functional.windows import (
     WINDOW_METHODS,
     WindowMethod,
@@ -77,18 +88,23 @@ __all__ = [
     "ALIGNMENT_BYTES",
     "COREML_MAX_RANK",
     "WINDOW_METHODS",
+    "ComposedConv",
     "Cost",
     "RankRecord",
     "RankRecorder",
     "WindowMethod",
+    "SplitStage",
     "asymmetric_conv2d",
     "asymmetric_conv2d_cost",
+    "batchnorm_scale_shift",
     "bc1s_to_bsc",
     "block_diagonal_weight",
     "bsc_to_bc1s",
+    "chain_offsets",
     "channel_shuffle",
     "channel_shuffle_permutation",
     "check_window_divides",
+    "compose_conv_weights",
     "conv1x1",
     "conv1x1_cost",
     "conv1x1_filter",
@@ -100,6 +116,7 @@ __all__ = [
     "conv_einsum_equation",
     "conv_output_size",
     "count_conv_cost",
+    "dense_conv_weight",
     "depthwise_conv2d",
     "depthwise_conv2d_cost",
     "depthwise_separable_conv2d",
@@ -107,11 +124,14 @@ __all__ = [
     "dtype_nbytes",
     "flattened_conv2d",
     "flattened_conv2d_cost",
+    "fold_scale_shift_after",
+    "fold_scale_shift_before",
     "grouped_conv2d",
     "grouped_conv2d_cost",
     "linear_as_conv1x1",
     "linear_weight_to_conv1x1",
     "max_intermediate_rank",
+    "merge_conv_kernels",
     "padded_last_axis_bytes",
     "padded_nbytes",
     "padding_nbytes",
@@ -124,6 +144,7 @@ __all__ = [
     "sliding_windows",
     "spatially_separable_conv2d",
     "spatially_separable_conv2d_cost",
+    "split_conv_weight",
     "window_partition",
     "window_reverse",
 ]

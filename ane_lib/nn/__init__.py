@@ -2,7 +2,8 @@
 tools that move weights between a model's standard form and its ANE form.
 
 Each ``...ANE`` module equals its standard twin (same weights, same outputs); the two load each
-other's state dicts.
+other's state dicts. Merging, folding and splitting layers exactly (``merge_convs``,
+``fold_batchnorm``, ``reparameterize``, ``split_conv``, ...) live here too.
 """
 
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
@@ -22,6 +23,7 @@ from ane_lib.nn.mbconv import (
     MBConvBlockANE,
     SqueezeExcitation,
 )
+from ane_lib.nn.merge import fold_batchnorm, merge_chain, merge_convs
 from ane_lib.nn.moat_block import LN_EPS, MOATBlock, MOATBlockANE
 from ane_lib.nn.norm import LayerNormANE
 from ane_lib.nn.position import (
@@ -33,6 +35,8 @@ from ane_lib.nn.position import (
     RelativePositionBias,
     relative_position_index,
 )
+from ane_lib.nn.reparam import RepConv2d, reparameterize
+from ane_lib.nn.split import dilation_factors, factor_dilation, split_conv
 from ane_lib.nn.transformer import Mlp, MlpANE, TransformerBlock, TransformerBlockANE
 
 __all__ = [
@@ -56,14 +60,22 @@ __all__ = [
     "MultiHeadAttentionANE",
     "PEType",
     "RelativePositionBias",
+    "RepConv2d",
     "SqueezeExcitation",
     "TransformerBlock",
     "TransformerBlockANE",
     "conv1x1_from_linear",
+    "dilation_factors",
+    "factor_dilation",
+    "fold_batchnorm",
     "linear_from_conv1x1",
     "load_linear_state_dict",
+    "merge_chain",
+    "merge_convs",
     "register_linear_to_conv1x1_hook",
     "register_load_hook",
     "register_projection_layout_hooks",
     "relative_position_index",
+    "reparameterize",
+    "split_conv",
 ]
