@@ -66,7 +66,12 @@ def _check_conv(name: str, module: object) -> _ConvNd:
 def conv_padding(conv: _ConvNd) -> Pads:
     """``((left, right), ...)`` per spatial axis of a conv module (``'same'`` resolved)."""
     padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
-    return resolve_conv_padding(padding, conv.kernel_size, conv.stride, conv.dilation)
+    return resolve_conv_padding(
+        padding,  # type: ignore[arg-type]  # nn.ConvNd types it str; it is 'valid' or 'same'
+        conv.kernel_size,
+        conv.stride,
+        conv.dilation,
+    )
 
 
 def _pads_argument(

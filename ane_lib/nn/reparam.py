@@ -238,7 +238,7 @@ def _replace_rep_blocks(root: nn.Module) -> nn.Module:
         if not path or any(path.startswith(p + ".") for p in done):
             continue
         if _is_rep_block(module):
-            result = module.reparameterize()  # type: ignore[operator]
+            result = module.reparameterize()
             if isinstance(result, nn.Module):
                 _set_submodule(root, path, result)
             done.append(path)
