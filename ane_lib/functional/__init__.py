@@ -15,6 +15,14 @@ from ane_lib.functional.alignment import (
     padding_overhead,
     real_nbytes,
 )
+from ane_lib.functional.attention import (
+    MASK_VALUE,
+    ane_attention_mask,
+    ane_causal_mask,
+    ane_key_padding_mask,
+    merge_ane_masks,
+    split_head_attention,
+)
 from ane_lib.functional.conv import (
     conv_einsum,
     conv_einsum_equation,
@@ -70,10 +78,14 @@ from ane_lib.functional.windows import WINDOW_METHODS, window_partition, window_
 __all__ = [
     "ALIGNMENT_BYTES",
     "COREML_MAX_RANK",
+    "MASK_VALUE",
     "WINDOW_METHODS",
     "Cost",
     "RankRecord",
     "RankRecorder",
+    "ane_attention_mask",
+    "ane_causal_mask",
+    "ane_key_padding_mask",
     "asymmetric_conv2d",
     "asymmetric_conv2d_cost",
     "bc1s_to_bsc",
@@ -104,6 +116,7 @@ __all__ = [
     "linear_as_conv1x1",
     "linear_weight_to_conv1x1",
     "max_intermediate_rank",
+    "merge_ane_masks",
     "padded_last_axis_bytes",
     "padded_nbytes",
     "padding_nbytes",
@@ -114,6 +127,7 @@ __all__ = [
     "real_nbytes",
     "resolve_conv_padding",
     "sliding_windows",
+    "split_head_attention",
     "spatially_separable_conv2d",
     "spatially_separable_conv2d_cost",
     "window_partition",

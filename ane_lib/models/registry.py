@@ -192,7 +192,8 @@ def _convert(model: nn.Module, form: str) -> nn.Module:
     if not isinstance(model, (MOAT, MOATANE, DeiT, DeiTANE)):
         raise TypeError(
             f"model must be a model built by ane_lib.models.create_model (MOAT, MOATANE, DeiT, "
-            f"DeiTANE), got {type(model).__name__}"
+            f"DeiTANE), or, for to_ane, an nn.TransformerEncoder(Layer) or a Hugging Face "
+            f"DistilBertModel / DistilBertForSequenceClassification; got {type(model).__name__}"
         )
     reference = next(iter(model.parameters()))
     twin = build_model(model.config, form=form, device=reference.device, dtype=reference.dtype)
@@ -204,10 +205,16 @@ def _convert(model: nn.Module, form: str) -> nn.Module:
 def to_ane(model: nn.Module) -> nn.Module:
     """The same model in the Neural Engine's form: a new module with copied weights and buffers.
 
-    ``model`` is a model from :func:`create_model` in either form (an ANE model gives a copy).
-    The result has the same device, dtype, training mode and outputs as ``model``.
+    ``model`` is a model from :func:`create_model` in either form (an ANE model gives a copy),
+    a ``torch.nn.TransformerEncoder`` / ``TransformerEncoderLayer``, or a Hugging Face
+    ``DistilBertModel`` / ``DistilBertForSequenceClassification`` (see
+    :mod:`ane_lib.models.text`). The result has the same device, dtype, training mode, call
+    signature and outputs as ``model``.
     """
-    return _convert(model, "ane")
+    from ane_lib.models.text import text_model_to_ane  # until the registry dispatches by type
+
+    twin = text_model_to_ane(model)
+    return twin if twin is not None else _convert(model, "ane")
 
 
 def to_standard(model: nn.Module) -> nn.Module:

@@ -6,6 +6,7 @@ other's state dicts.
 """
 
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
+from ane_lib.nn.encoder import ACTIVATIONS, EncoderLayerANE, FeedForwardANE, SelfAttentionANE
 from ane_lib.nn.linear_conv import (
     Conv1x1LoadHooks,
     conv1x1_from_linear,
@@ -34,12 +35,15 @@ from ane_lib.nn.position import (
 from ane_lib.nn.transformer import Mlp, MlpANE, TransformerBlock, TransformerBlockANE
 
 __all__ = [
+    "ACTIVATIONS",
     "BN_EPS",
     "BN_MOMENTUM",
     "LN_EPS",
     "PE_TYPES",
     "AbsolutePositionEmbedding",
     "Conv1x1LoadHooks",
+    "EncoderLayerANE",
+    "FeedForwardANE",
     "LayerNormANE",
     "LePEConv",
     "MBConvBlock",
@@ -52,6 +56,7 @@ __all__ = [
     "MultiHeadAttentionANE",
     "PEType",
     "RelativePositionBias",
+    "SelfAttentionANE",
     "SqueezeExcitation",
     "TransformerBlock",
     "TransformerBlockANE",
