@@ -480,7 +480,13 @@ def export(
                 ),
                 minimum_deployment_target=getattr(ct.target, deployment_target),
                 inputs=[
-                    ct.TensorType(name=n, shape=spec.shape, dtype=spec.package_dtype)
+                    # a float32 input is left to coremltools, which types it fp16 in an
+                    # fp16 program (no cast at the model's edge); integers travel as int32
+                    ct.TensorType(
+                        name=n,
+                        shape=spec.shape,
+                        dtype=None if spec.dtype == torch.float32 else spec.package_dtype,
+                    )
                     for n, spec in specs.items()
                 ],
                 outputs=[ct.TensorType(name=n) for n in outputs],

@@ -120,7 +120,8 @@ class TensorSpec:
 
     @property
     def package_dtype(self) -> type:
-        """The numpy dtype of the package's input: float32, float16 or int32."""
+        """The numpy dtype fed to the package: float32, float16 or int32 (an fp16 package
+        declares a float32 spec's input fp16, and the executor rounds it as it reads it)."""
         return INPUT_DTYPES[self.dtype_name][1]
 
     @property

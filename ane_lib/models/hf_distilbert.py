@@ -229,6 +229,31 @@ class DistilBertModelANE(nn.Module):
                 weights.append(w)
         return x, hidden, weights
 
+    def run(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        options: dict[str, Any],
+    ) -> tuple[torch.Tensor, dict[str, Any], bool]:
+        """What both models' ``forward`` share: ``(x: (B, C, 1, S), the optional outputs
+        {"hidden_states": ..., "attentions": ...} in Hugging Face's layouts, return_dict)``."""
+        attentions, hidden_states, return_dict = self._options(options)
+        x, hidden, weights = self.encode(
+            input_ids,
+            attention_mask,
+            inputs_embeds,
+            position_ids,
+            keep_hidden=hidden_states,
+            keep_weights=attentions,
+        )
+        extra = {
+            "hidden_states": tuple(_to_bsc(h) for h in hidden) if hidden_states else None,
+            "attentions": tuple(w.permute(0, 2, 3, 1) for w in weights) if attentions else None,
+        }
+        return x, extra, return_dict
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -240,20 +265,10 @@ class DistilBertModelANE(nn.Module):
         """As ``DistilBertModel.forward``: ``last_hidden_state`` ``(B, S, C)``, and
         ``hidden_states`` / ``attentions`` when asked for."""
         check_dropout_free(self)
-        attentions, hidden_states, return_dict = self._options(kwargs)
-        x, hidden, weights = self.encode(
-            input_ids,
-            attention_mask,
-            inputs_embeds,
-            position_ids,
-            keep_hidden=hidden_states,
-            keep_weights=attentions,
+        x, extra, return_dict = self.run(
+            input_ids, attention_mask, inputs_embeds, position_ids, kwargs
         )
-        outputs = _modeling().BaseModelOutput(
-            last_hidden_state=_to_bsc(x),
-            hidden_states=tuple(_to_bsc(h) for h in hidden) if hidden_states else None,
-            attentions=tuple(w.permute(0, 2, 3, 1) for w in weights) if attentions else None,
-        )
+        outputs = _modeling().BaseModelOutput(last_hidden_state=_to_bsc(x), **extra)
         return outputs if return_dict else outputs.to_tuple()
 
 
@@ -290,22 +305,12 @@ class DistilBertForSequenceClassificationANE(nn.Module):
                 "train with the source model"
             )
         check_dropout_free(self)
-        attentions, hidden_states, return_dict = self.distilbert._options(kwargs)
-        x, hidden, weights = self.distilbert.encode(
-            input_ids,
-            attention_mask,
-            inputs_embeds,
-            position_ids,
-            keep_hidden=hidden_states,
-            keep_weights=attentions,
+        x, extra, return_dict = self.distilbert.run(
+            input_ids, attention_mask, inputs_embeds, position_ids, kwargs
         )
         pooled = torch.relu(self.pre_classifier(x[:, :, :, 0:1]))  # (B, C, 1, 1)
         logits = self.classifier(pooled).flatten(1)  # (B, num_labels)
-        outputs = _modeling().SequenceClassifierOutput(
-            logits=logits,
-            hidden_states=tuple(_to_bsc(h) for h in hidden) if hidden_states else None,
-            attentions=tuple(w.permute(0, 2, 3, 1) for w in weights) if attentions else None,
-        )
+        outputs = _modeling().SequenceClassifierOutput(logits=logits, **extra)
         return outputs if return_dict else outputs.to_tuple()
 
 

@@ -125,6 +125,29 @@ def _ane_mask(
     return merge_ane_masks(blocked, padding)
 
 
+def _encode(
+    owner: nn.Module,
+    layers: list[EncoderLayerANE],
+    norm: LayerNormANE | None,
+    src: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    key_padding_mask: torch.Tensor | None,
+    is_causal: bool | None,
+) -> torch.Tensor:
+    """Both wrappers' forward: layout in, masks converted once, the layers, layout out."""
+    _check_inference(owner)
+    batch_first = bool(getattr(owner, "batch_first", False))
+    x, unbatched = _to_bc1s(src, batch_first, layers[0].attn.dim)
+    mask = _ane_mask(x, layers[0].attn.num_heads, attn_mask, key_padding_mask, is_causal, unbatched)
+    for layer in layers:
+        out = layer(x, mask)
+        assert isinstance(out, torch.Tensor)
+        x = out
+    if norm is not None:
+        x = norm(x)
+    return _from_bc1s(x, batch_first, unbatched)
+
+
 def _check_inference(module: nn.Module) -> None:
     if module.training and getattr(module, "dropout", 0.0) > 0:
         raise RuntimeError(
@@ -157,14 +180,7 @@ class TransformerEncoderLayerANE(nn.Module):
         is_causal: bool = False,
     ) -> torch.Tensor:
         """src: ``(B, S, C)`` (``batch_first``) or ``(S, B, C)`` or ``(S, C)`` -> same shape."""
-        _check_inference(self)
-        x, unbatched = _to_bc1s(src, self.batch_first, self.layer.attn.dim)
-        mask = _ane_mask(
-            x, self.layer.attn.num_heads, src_mask, src_key_padding_mask, is_causal, unbatched
-        )
-        y = self.layer(x, mask)
-        assert isinstance(y, torch.Tensor)
-        return _from_bc1s(y, self.batch_first, unbatched)
+        return _encode(self, [self.layer], None, src, src_mask, src_key_padding_mask, is_causal)
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
@@ -200,18 +216,8 @@ class TransformerEncoderANE(nn.Module):
         is_causal: bool | None = None,
     ) -> torch.Tensor:
         """src: ``(B, S, C)`` (``batch_first``) or ``(S, B, C)`` or ``(S, C)`` -> same shape."""
-        _check_inference(self)
-        first = self.layers[0]
-        assert isinstance(first, EncoderLayerANE)
-        x, unbatched = _to_bc1s(src, self.batch_first, first.attn.dim)
-        ane_mask = _ane_mask(
-            x, first.attn.num_heads, mask, src_key_padding_mask, is_causal, unbatched
-        )
-        for layer in self.layers:
-            x = layer(x, ane_mask)
-        if self.norm is not None:
-            x = self.norm(x)
-        return _from_bc1s(x, self.batch_first, unbatched)
+        layers = [cast(EncoderLayerANE, m) for m in self.layers]
+        return _encode(self, layers, self.norm, src, mask, src_key_padding_mask, is_causal)
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
