@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"config": config, "pytorch_max_abs_diff": gap, "forms": clean}, indent=2))
         return 0
     print(
-        f"DistilBERT {config}; Hugging Face vs ANE form in PyTorch fp32: max |logit diff| {gap:.2e}"
+        f"DistilBERT {config}\nHugging Face vs ANE form in PyTorch fp32, logits and last hidden "
+        f"state: max |diff| {gap:.2e}"
     )
     print(f"{'':<18}{'hugging_face':>14}{'ane':>14}")
     for key in rows["ane"]:
