@@ -4,6 +4,7 @@
         -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
     ane-lib report tiny_moat_1.mlpackage [--json]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
+    ane-lib verify text.mlpackage --model my_project.models:build_model
 
 Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
 a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
@@ -140,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
     ver.add_argument("path", type=Path, help="a saved .mlpackage")
     ver.add_argument(
-        "--model", help=f"model name, one of: {names} (default: as recorded in the package)"
+        "--model",
+        help=f"model name, one of: {names} (default: as recorded in the package), or "
+        "module:function, a Python function that returns the PyTorch model (e.g. a Hugging "
+        "Face model built in your code)",
     )
     _add_model_options(ver, for_verify=True)
     ver.add_argument("--image-size", type=int, help="(default: as recorded in the package)")
@@ -191,6 +195,27 @@ def _build_model(name: str, options: dict[str, Any], seed: int, weights: Path | 
             raise UsageError(
                 f"--weights {str(weights)!r} does not fit {name}: {str(err).splitlines()[0]}"
             ) from err
+    return model.eval()
+
+
+def _model_from_entry_point(entry_point: str) -> Any:
+    """The model returned by ``module:function`` (called without arguments), in eval mode."""
+    import importlib
+
+    import torch
+
+    module_name, _, function_name = entry_point.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(
+            f"--model {entry_point!r}: cannot import {function_name!r}: {err}"
+        ) from err
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(
+            f"--model {entry_point!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
     return model.eval()
 
 
@@ -305,7 +330,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             )
         else:
             seed = 0
-    model = _build_model(name, options, 0 if seed is None else seed, weights_file)
+    if ":" in name:
+        model = _model_from_entry_point(name)
+    else:
+        model = _build_model(name, options, 0 if seed is None else seed, weights_file)
     try:
         result = verify(
             path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
@@ -333,6 +361,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"max abs error   {result.max_abs_error:11.4g}")
         print(f"max rel error   {result.max_rel_error:11.4g}")
         print(f"top-1 agreement {result.top1_agreement:8.0%}      (threshold {args.min_top1:.0%})")
+        for output, per_output in result.outputs.items():
+            print(f"  {output}: {per_output.psnr_db:.2f} dB, top-1 {per_output.top1_agreement:.0%}")
         print("PASS" if ok else "FAIL")
     return EXIT_OK if ok else EXIT_FAILED
 

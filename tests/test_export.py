@@ -54,6 +54,7 @@ def test_export_writes_names_and_metadata(tmp_path: Path) -> None:
     info = package_io(path)
     assert [t.name for t in info.inputs] == ["image"]
     assert info.inputs[0].shape == (1, 3, 16, 16)
+    assert info.inputs[0].dtype == "FLOAT16"  # an fp16 program takes fp16: no cast at its edge
     assert [t.name for t in info.outputs] == ["logits"]
     assert info.outputs[0].shape == (1, 4)
     assert "Classifier" in info.short_description

@@ -21,6 +21,7 @@ from ane_lib.coreml.executor import (
 from ane_lib.coreml.export import ExportError, example_input, export, read_export_metadata
 from ane_lib.coreml.program import PackageInfo, TensorInfo, load_program, package_io
 from ane_lib.coreml.report import Report, plot_padding_by_stage, report
+from ane_lib.coreml.signature import TensorSpec
 from ane_lib.coreml.verification import Verification, psnr, verify
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "PackageInfo",
     "Report",
     "TensorInfo",
+    "TensorSpec",
     "Verification",
     "compute_plan",
     "example_input",

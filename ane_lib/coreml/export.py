@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -35,16 +36,25 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib._checks import check_choice, check_nonnegative_int
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
+from ane_lib.coreml.signature import (
+    InputCasts,
+    TensorSpec,
+    flatten_outputs,
+    input_specs,
+    sample_inputs,
+)
 from ane_lib.nn.reparam import reparameterize as reparameterize_model
 
 __all__ = [
+    "COREML_DECOMPOSED_OPS",
     "DEPLOYMENT_TARGETS",
     "ExportError",
     "META_PREFIX",
+    "TensorSpec",
     "example_input",
     "export",
     "read_export_metadata",
@@ -89,6 +99,24 @@ def example_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(tuple(input_shape), generator=gen, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- graph normalisation
+
+#: ATen ops that ``torch.export`` keeps but coremltools 9 has no conversion for, each lowered
+#: to ops it converts before the graph reaches coremltools (PyTorch's own decompositions, or
+#: the ``bitwise_and`` that ``a & b`` stands for). Found on Hugging Face's attention-mask helpers
+#: (transformers 5: ``new_ones``, ``__and__``).
+COREML_DECOMPOSED_OPS: tuple[str, ...] = ("new_ones", "new_zeros", "new_full", "__and__")
+
+
+def _coreml_decompositions() -> dict[Any, Callable[..., Any]]:
+    from torch._decomp import get_decompositions
+
+    aten = torch.ops.aten
+    table = get_decompositions([aten.new_ones, aten.new_zeros, aten.new_full])
+    table[aten.__and__.Tensor] = aten.bitwise_and.Tensor
+    return table
 
 
 # --------------------------------------------------------------------------- quiet conversion
@@ -256,6 +284,41 @@ def _check_names(input_name: str, output_name: str) -> None:
         raise ValueError(f"input_name and output_name must differ, both are {input_name!r}")
 
 
+def _check_input_names(model: nn.Module, names: Sequence[str]) -> None:
+    """Several inputs are passed as keyword arguments: ``forward`` must accept each name."""
+    signature = inspect.signature(model.forward)
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = [n for n in names if n not in accepted]
+    if unknown:
+        raise ValueError(
+            f"input_shape names {unknown}, which {type(model).__name__}.forward does not take; "
+            f"its parameters are {accepted}"
+        )
+
+
+def _output_names(
+    flat: Mapping[str, torch.Tensor], output_names: Sequence[str] | None, inputs: Iterable[str]
+) -> list[str]:
+    names = list(flat)
+    if output_names is not None:
+        if isinstance(output_names, str) or len(output_names) != len(names):
+            raise ValueError(
+                f"output_names must be a sequence of {len(names)} names (one per output tensor "
+                f"{names}), got {output_names!r}"
+            )
+        names = list(output_names)
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"output names must be Python identifiers, got {name!r}")
+    clash = sorted((set(names) & set(inputs)) | {n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"output names {clash} repeat or are also input names")
+    return names
+
+
 def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
     dest = Path(path)
     if dest.suffix != ".mlpackage":
@@ -296,12 +359,13 @@ def _stderr_progress() -> Callable[[str], None]:
 
 def export(
     model: nn.Module,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | Mapping[str, Sequence[int] | TensorSpec | torch.Tensor],
     path: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     input_name: str = "image",
     output_name: str = "logits",
+    output_names: Sequence[str] | None = None,
     name: str | None = None,
     description: str | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -314,23 +378,36 @@ def export(
     """Export ``model`` to a Core ML ML program at ``path`` (must end in ``.mlpackage``).
 
     Args:
-        model: a module taking one tensor ``x: input_shape`` (e.g. ``(B, 3, H, W)``) and
-            returning one tensor (e.g. logits ``(B, num_classes)``). It is put in eval mode for
-            the export and its training flag is restored afterwards.
-        input_shape: the fixed input shape baked into the package, e.g. ``(1, 3, 256, 256)``.
+        model: a module in eval mode's computation; it is put in eval mode for the export and
+            its training flag is restored afterwards. With one input it is called as
+            ``model(x)``; with several, as ``model(**inputs)``.
+        input_shape: the fixed shape of the one float32 input (e.g. ``(1, 3, 256, 256)``,
+            called ``input_name``), or a mapping from input name (a parameter of ``forward``)
+            to its shape (float32), a :class:`~ane_lib.coreml.signature.TensorSpec` (shape,
+            dtype and sample range, e.g. ``TensorSpec((1, 128), torch.int32, high=30522)`` for
+            token ids) or an example tensor (its shape and dtype; used to trace the model).
+            Shapes are static: a dynamic dimension (``None``, ``-1``) is a ValueError naming
+            the input. int64 and bool inputs are declared int32 in the package and cast back
+            inside it.
         path: destination ``.mlpackage``; refused if it exists unless ``overwrite=True``.
-        input_name / output_name: the package's feature names (default ``image`` / ``logits``).
+        input_name / output_name: the feature names of a single input / single output tensor
+            (default ``image`` / ``logits``).
+        output_names: names for the output tensors, in order. By default a tensor is
+            ``output_name``, a tuple gives ``output_0, output_1, ...``, a dict or Hugging Face
+            ``ModelOutput`` its keys (nested: ``hidden_states_0``).
         name: model name stored in the metadata (default: ``model.name`` or the class name).
         description: short description stored in the package.
         metadata: extra user-defined metadata; values that are not strings are stored as JSON.
             Stored with ``model.config`` (if present) as ``ane_lib.options``, the ane_lib version,
-            the input shape and the example-input seed; read back with
-            :func:`read_export_metadata`.
+            the inputs (``ane_lib.inputs``: name, shape, dtype, sample range; and
+            ``input_shape`` for a single input), the output names and the example-input seed;
+            read back with :func:`read_export_metadata`.
         deployment_target: one of :data:`DEPLOYMENT_TARGETS`; default ``"iOS17"``.
         precision: ``"fp16"`` (default: what the Neural Engine runs) or ``"fp32"`` (a package
             that runs on CPU/GPU only; with the executor's fp32 mode it reproduces PyTorch's
             float32 forward, which is how the executor itself is checked).
-        seed: seed of the example input used by ``torch.export`` (see :func:`example_input`).
+        seed: seed of the example inputs used by ``torch.export`` where no example tensor is
+            given (see :func:`~ane_lib.coreml.signature.sample_inputs`).
         progress: ``True`` prints stage lines to stderr; a callable receives them instead.
         reparameterize: export :func:`ane_lib.nn.reparameterize` of the model (traced with the
             example input): re-parameterisable blocks replaced by their conv and batch norms
@@ -344,12 +421,11 @@ def export(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(f"input_shape must be a sequence of ints, got {input_shape!r}")
-    if len(input_shape) == 0:
-        raise ValueError("input_shape must have at least one dimension, got ()")
-    shape = tuple(check_positive_int(f"input_shape[{i}]", d) for i, d in enumerate(input_shape))
     _check_names(input_name, output_name)
+    specs, given = input_specs(input_shape, input_name)
+    single_input = not isinstance(input_shape, Mapping)
+    if not single_input:
+        _check_input_names(model, list(specs))
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
@@ -360,27 +436,43 @@ def export(
     ct = import_coremltools()
     config_name = getattr(getattr(model, "config", None), "name", None)
     model_name = name or getattr(model, "name", None) or config_name or type(model).__name__
-    x = example_input(shape, seed)
-    if reparameterize:
-        model = reparameterize_model(model, x)
+    examples = sample_inputs(specs, seed) | given
+    if reparameterize:  # traced with the example inputs, in the order forward() takes them
+        if single_input:
+            traced_args: tuple[Any, ...] = (examples[input_name],)
+        else:
+            traced_args = tuple(inspect.signature(model.forward).bind(**examples).args)
+        model = reparameterize_model(model, traced_args)
+    shapes = {n: spec.shape for n, spec in specs.items()}
+    # int64 and bool inputs enter the package as int32 and are cast back inside the graph
+    casts = {n: spec.dtype for n, spec in specs.items() if spec.dtype != spec.package_torch_dtype}
+    traced: nn.Module = InputCasts(model, casts) if casts else model
+    fed = {n: x.to(specs[n].package_torch_dtype) for n, x in examples.items()}
+    args, kwargs = ((fed[input_name],), {}) if single_input else ((), fed)
+    described = shapes[input_name] if single_input else shapes
 
-    # 1. Capture the graph with torch.export, in eval mode and without autograd.
+    # 1. Capture the graph with torch.export, in eval mode and without autograd; name outputs.
     was_training = model.training
     model.eval()
     t0 = time.perf_counter()
     try:
         if say:
-            say(f"torch.export of {model_name} with input {shape}")
+            say(f"torch.export of {model_name} with input {described}")
         with torch.no_grad(), quiet_library_warnings():
-            exported = torch.export.export(model, (x,)).run_decompositions({})
+            eager = traced(*args, **kwargs)
+            exported = torch.export.export(traced, args, kwargs).run_decompositions(
+                _coreml_decompositions()
+            )
     except Exception as err:
         raise ExportError(
-            f"torch.export could not capture {model_name} with input shape {shape}: "
+            f"torch.export could not capture {model_name} with input {described}: "
             f"{type(err).__name__}: {err}",
             stage="torch.export",
         ) from err
     finally:
         model.train(was_training)
+    flat = flatten_outputs(eager, output_name)
+    outputs = _output_names(flat, output_names, specs)
 
     # 2. Convert to an ML program (fp16 unless asked otherwise), coremltools' noise kept quiet.
     tracker = _ConversionTracker(say)
@@ -395,8 +487,17 @@ def export(
                     ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
                 ),
                 minimum_deployment_target=getattr(ct.target, deployment_target),
-                inputs=[ct.TensorType(name=input_name, shape=shape)],
-                outputs=[ct.TensorType(name=output_name)],
+                inputs=[
+                    # a float32 input is left to coremltools, which types it fp16 in an
+                    # fp16 program (no cast at the model's edge); integers travel as int32
+                    ct.TensorType(
+                        name=n,
+                        shape=spec.shape,
+                        dtype=None if spec.dtype == torch.float32 else spec.package_dtype,
+                    )
+                    for n, spec in specs.items()
+                ],
+                outputs=[ct.TensorType(name=n) for n in outputs],
             )
     except Exception as err:
         raise _conversion_error(err, exported, tracker) from err
@@ -404,22 +505,29 @@ def export(
     # 3. Metadata: who made it, from what, with which options.
     mlmodel.author = f"ane_lib {ane_lib.__version__}"
     mlmodel.version = ane_lib.__version__
+    listing = ", ".join(f"{n} {spec.shape}" for n, spec in specs.items())
     mlmodel.short_description = description or (
-        f"{model_name} exported by ane_lib: {precision} ML program, input {input_name} {shape}"
+        f"{model_name} exported by ane_lib: {precision} ML program, input {listing}"
     )
-    mlmodel.input_description[input_name] = f"float tensor of shape {shape}"
-    mlmodel.output_description[output_name] = f"output of {model_name}"
+    for n, spec in specs.items():
+        mlmodel.input_description[n] = f"{spec.dtype_name} tensor of shape {spec.shape}"
+    for n, tensor in zip(outputs, flat.values(), strict=True):
+        mlmodel.output_description[n] = f"output of {model_name}, shape {tuple(tensor.shape)}"
     user = mlmodel.user_defined_metadata
     entries: dict[str, Any] = {
         "model": model_name,
         "version": ane_lib.__version__,
-        "input_shape": list(shape),
-        "input_name": input_name,
-        "output_name": output_name,
+        "inputs": [{"name": n, **spec.to_dict()} for n, spec in specs.items()],
+        "outputs": outputs,
         "example_seed": seed,
         "deployment_target": deployment_target,
         "reparameterized": bool(reparameterize),
     }
+    if single_input:
+        spec = specs[input_name]
+        entries |= {"input_shape": list(spec.shape), "input_name": input_name}
+    if len(outputs) == 1:
+        entries["output_name"] = outputs[0]
     options = _model_options(model)
     if options is not None:
         entries["options"] = options

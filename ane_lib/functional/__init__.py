@@ -16,6 +16,14 @@ from ane_lib.functional.alignment import (
     padding_overhead,
     real_nbytes,
 )
+from ane_lib.functional.attention import (
+    MASK_VALUE,
+    ane_attention_mask,
+    ane_causal_mask,
+    ane_key_padding_mask,
+    merge_ane_masks,
+    split_head_attention,
+)
 from ane_lib.functional.conv import (
     conv_einsum,
     conv_einsum_equation,
@@ -87,6 +95,7 @@ from ane_lib.functional.windows import (
 __all__ = [
     "ALIGNMENT_BYTES",
     "COREML_MAX_RANK",
+    "MASK_VALUE",
     "WINDOW_METHODS",
     "ComposedConv",
     "Cost",
@@ -94,6 +103,9 @@ __all__ = [
     "RankRecorder",
     "WindowMethod",
     "SplitStage",
+    "ane_attention_mask",
+    "ane_causal_mask",
+    "ane_key_padding_mask",
     "asymmetric_conv2d",
     "asymmetric_conv2d_cost",
     "batchnorm_scale_shift",
@@ -132,6 +144,7 @@ __all__ = [
     "linear_weight_to_conv1x1",
     "max_intermediate_rank",
     "merge_conv_kernels",
+    "merge_ane_masks",
     "padded_last_axis_bytes",
     "padded_nbytes",
     "padding_nbytes",
@@ -142,6 +155,7 @@ __all__ = [
     "real_nbytes",
     "resolve_conv_padding",
     "sliding_windows",
+    "split_head_attention",
     "spatially_separable_conv2d",
     "spatially_separable_conv2d_cost",
     "split_conv_weight",

@@ -4,6 +4,10 @@
                          window=8, image_size=256)
     ane = to_ane(model)      # same outputs, ANE-friendly layout
 
+``to_ane`` also converts PyTorch's ``nn.TransformerEncoder`` / ``TransformerEncoderLayer``
+(:mod:`ane_lib.models.torch_transformer`) and Hugging Face's DistilBERT
+(:mod:`ane_lib.models.hf_distilbert`, the ``[hf]`` extra), keeping their call signatures.
+
 ``perturb_weights_(model)`` makes an untrained model's constants unequal, as training would,
 before an export whose package should look like a trained model's.
 
@@ -46,6 +50,7 @@ from ane_lib.models.registry import (
     to_ane,
     to_standard,
 )
+from ane_lib.models.torch_transformer import TransformerEncoderANE, TransformerEncoderLayerANE
 from ane_lib.models.weights import perturb_weights_
 
 __all__ = [
@@ -64,6 +69,8 @@ __all__ = [
     "MOATConfig",
     "MOATVariant",
     "RegisteredModel",
+    "TransformerEncoderANE",
+    "TransformerEncoderLayerANE",
     "build_model",
     "config_from_dict",
     "count_parameters",
@@ -82,3 +89,6 @@ __all__ = [
     "to_ane",
     "to_standard",
 ]
+
+# Importing it registers to_ane's conversions of torch's and Hugging Face's encoders.
+from ane_lib.models import text as _text  # noqa: E402,F401

@@ -123,7 +123,7 @@ Form = Literal["standard", "ane"]
 """``"standard"``: the paper's layout in PyTorch idiom; ``"ane"``: the Neural Engine's layout."""
 FORMS: tuple[Form, ...] = get_args(Form)
 
-Converter = Callable[[nn.Module], nn.Module]
+Converter = Callable[[Any], nn.Module]  # takes an instance of the type it is registered for
 _ConverterT = TypeVar("_ConverterT", bound=Converter)
 
 # config class -> {form: module class}

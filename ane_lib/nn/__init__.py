@@ -7,6 +7,7 @@ other's state dicts. Merging, folding and splitting layers exactly (``merge_conv
 """
 
 from ane_lib.nn.attention import MultiHeadAttention, MultiHeadAttentionANE
+from ane_lib.nn.encoder import ACTIVATIONS, EncoderLayerANE, FeedForwardANE, SelfAttentionANE
 from ane_lib.nn.linear_conv import (
     Conv1x1LoadHooks,
     conv1x1_from_linear,
@@ -40,6 +41,7 @@ from ane_lib.nn.split import dilation_factors, factor_dilation, split_conv
 from ane_lib.nn.transformer import Mlp, MlpANE, TransformerBlock, TransformerBlockANE
 
 __all__ = [
+    "ACTIVATIONS",
     "BN_EPS",
     "BN_MOMENTUM",
     "LN_EPS",
@@ -47,6 +49,8 @@ __all__ = [
     "APELayout",
     "AbsolutePositionEmbedding",
     "Conv1x1LoadHooks",
+    "EncoderLayerANE",
+    "FeedForwardANE",
     "LayerNormANE",
     "LePEConv",
     "LoadHook",
@@ -61,6 +65,7 @@ __all__ = [
     "PEType",
     "RelativePositionBias",
     "RepConv2d",
+    "SelfAttentionANE",
     "SqueezeExcitation",
     "TransformerBlock",
     "TransformerBlockANE",

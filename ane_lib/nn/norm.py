@@ -30,9 +30,13 @@ class LayerNormANE(nn.Module):
         num_channels: ``C``.
         eps: added to the variance before the square root (``nn.LayerNorm``'s default, 1e-5).
         elementwise_affine: learn ``weight`` and ``bias`` of shape ``(C,)``.
+        bias: with ``elementwise_affine``, whether there is a ``bias`` (``nn.LayerNorm(bias=...)``).
 
     The variance is the biased one (divided by ``C``), as in ``nn.LayerNorm``.
     """
+
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
 
     def __init__(
         self,
@@ -40,6 +44,7 @@ class LayerNormANE(nn.Module):
         eps: float = 1e-5,
         elementwise_affine: bool = True,
         *,
+        bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -51,7 +56,8 @@ class LayerNormANE(nn.Module):
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
             self.weight = nn.Parameter(torch.ones(num_channels, device=device, dtype=dtype))
-            self.bias = nn.Parameter(torch.zeros(num_channels, device=device, dtype=dtype))
+            bias_init = torch.zeros(num_channels, device=device, dtype=dtype) if bias else None
+            self.register_parameter("bias", None if bias_init is None else nn.Parameter(bias_init))
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -66,9 +72,11 @@ class LayerNormANE(nn.Module):
         centred = x - x.mean(dim=1, keepdim=True)
         variance = (centred * centred).mean(dim=1, keepdim=True)
         x_hat = centred * torch.rsqrt(variance + self.eps)
-        if self.weight is None or self.bias is None:
-            return x_hat
-        return x_hat * self.weight[:, None, None] + self.bias[:, None, None]
+        if self.weight is not None:
+            x_hat = x_hat * self.weight[:, None, None]
+        if self.bias is not None:
+            x_hat = x_hat + self.bias[:, None, None]
+        return x_hat
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
