@@ -5,6 +5,7 @@
     ane-lib report tiny_moat_1.mlpackage [--json]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
     ane-lib verify text.mlpackage --model my_project.models:build_model
+    ane-lib verify swin.mlpackage --model "ane_lib.zoo:build('swin_tiny', tiny=True)"
 
 Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
 a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help=f"model name, one of: {names} (default: as recorded in the package), or "
         "module:function, a Python function that returns the PyTorch model (e.g. a Hugging "
-        "Face model built in your code)",
+        "Face model built in your code), called without arguments or with the literal ones "
+        "given: module:function('name', size=64)",
     )
     _add_model_options(ver, for_verify=True)
     ver.add_argument("--image-size", type=int, help="(default: as recorded in the package)")
@@ -198,20 +200,53 @@ def _build_model(name: str, options: dict[str, Any], seed: int, weights: Path | 
     return model.eval()
 
 
+def _parse_entry_point(entry_point: str) -> tuple[str, str, list[Any], dict[str, Any]]:
+    """``"pkg.mod:build"`` or ``"pkg.mod:build('swin', tiny=True)"`` -> (module, function,
+    args, kwargs); the arguments must be Python literals (no code is run to read them)."""
+    import ast
+
+    module_name, _, call = entry_point.partition(":")
+    function_name, paren, _ = call.partition("(")
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    if paren:
+        try:
+            node = ast.parse(call.strip(), mode="eval").body
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                raise ValueError("not a call of a function name")
+            args = [ast.literal_eval(a) for a in node.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
+            if len(kwargs) != len(node.keywords):
+                raise ValueError("**kwargs is not allowed")
+        except (SyntaxError, ValueError) as err:
+            raise UsageError(
+                f"--model {entry_point!r}: expected module:function or "
+                f"module:function(literal arguments), e.g. \"ane_lib.zoo:build('resnet50', "
+                f'tiny=True)" ({err})'
+            ) from err
+    if not module_name or not function_name.strip().isidentifier():
+        raise UsageError(f"--model {entry_point!r}: expected module:function")
+    return module_name, function_name.strip(), args, kwargs
+
+
 def _model_from_entry_point(entry_point: str) -> Any:
-    """The model returned by ``module:function`` (called without arguments), in eval mode."""
+    """The model returned by ``module:function`` (called without arguments) or
+    ``module:function(args)`` (literal arguments), in eval mode."""
     import importlib
 
     import torch
 
-    module_name, _, function_name = entry_point.partition(":")
+    module_name, function_name, args, kwargs = _parse_entry_point(entry_point)
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as err:
         raise UsageError(
             f"--model {entry_point!r}: cannot import {function_name!r}: {err}"
         ) from err
-    model = factory()
+    try:
+        model = factory(*args, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--model {entry_point!r} failed: {err}") from err
     if not isinstance(model, torch.nn.Module):
         raise UsageError(
             f"--model {entry_point!r} returned a {type(model).__name__}, not a torch.nn.Module"
@@ -313,7 +348,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_top1 <= 1.0:
         raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
     path = _existing_package(args.path)
-    name, options, weights = _recorded(read_export_metadata(path), path)
+    meta = read_export_metadata(path)
+    name, options, weights = _recorded(meta, path)
+    if args.model is None and isinstance(meta.get("entry_point"), str):
+        # the package says how its model is rebuilt; running it stays the user's decision
+        raise UsageError(
+            f"{str(path)!r} was exported from a model built by Python code; pass "
+            f'--model "{meta["entry_point"]}" (recorded at export) or your own module:function'
+        )
     name = args.model or name
     if name is None:
         raise UsageError(f"{str(path)!r} records no model name; pass --model NAME")

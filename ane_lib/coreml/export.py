@@ -6,7 +6,9 @@
 
 The path taken is the one that works with torch 2.13 and coremltools 9 (see the book, chapter 8):
 ``torch.export.export`` captures the model as an ATen graph (``torch.jit.trace`` chokes on the
-shape arithmetic ANE layers use), ``run_decompositions({})`` lowers it to core ATen ops, and
+shape arithmetic ANE layers use), :func:`ane_lib.coreml.normalise.prepare_for_coreml` lowers it
+to core ATen ops and rewrites what coremltools rejects although PyTorch runs it (a max-pool
+stride left at its default, ops without a conversion that PyTorch decomposes), and
 ``coremltools.convert`` turns it into an ML program whose compute precision is fp16, the only
 precision the Neural Engine computes in.
 
@@ -38,6 +40,7 @@ from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
 from ane_lib._warnings import quiet_library_warnings
+from ane_lib.coreml.normalise import prepare_for_coreml
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
 from ane_lib.coreml.signature import (
@@ -50,7 +53,6 @@ from ane_lib.coreml.signature import (
 from ane_lib.nn.reparam import reparameterize as reparameterize_model
 
 __all__ = [
-    "COREML_DECOMPOSED_OPS",
     "DEPLOYMENT_TARGETS",
     "ExportError",
     "META_PREFIX",
@@ -99,24 +101,6 @@ def example_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
     """
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(tuple(input_shape), generator=gen, dtype=torch.float32)
-
-
-# --------------------------------------------------------------------------- graph normalisation
-
-#: ATen ops that ``torch.export`` keeps but coremltools 9 has no conversion for, each lowered
-#: to ops it converts before the graph reaches coremltools (PyTorch's own decompositions, or
-#: the ``bitwise_and`` that ``a & b`` stands for). Found on Hugging Face's attention-mask helpers
-#: (transformers 5: ``new_ones``, ``__and__``).
-COREML_DECOMPOSED_OPS: tuple[str, ...] = ("new_ones", "new_zeros", "new_full", "__and__")
-
-
-def _coreml_decompositions() -> dict[Any, Callable[..., Any]]:
-    from torch._decomp import get_decompositions
-
-    aten = torch.ops.aten
-    table = get_decompositions([aten.new_ones, aten.new_zeros, aten.new_full])
-    table[aten.__and__.Tensor] = aten.bitwise_and.Tensor
-    return table
 
 
 # --------------------------------------------------------------------------- quiet conversion
@@ -400,8 +384,9 @@ def export(
         metadata: extra user-defined metadata; values that are not strings are stored as JSON.
             Stored with ``model.config`` (if present) as ``ane_lib.options``, the ane_lib version,
             the inputs (``ane_lib.inputs``: name, shape, dtype, sample range; and
-            ``input_shape`` for a single input), the output names and the example-input seed;
-            read back with :func:`read_export_metadata`.
+            ``input_shape`` for a single input), the output names, the example-input seed and
+            the graph rewrites made for coremltools (``ane_lib.graph_fixes``, see
+            :mod:`ane_lib.coreml.normalise`); read back with :func:`read_export_metadata`.
         deployment_target: one of :data:`DEPLOYMENT_TARGETS`; default ``"iOS17"``.
         precision: ``"fp16"`` (default: what the Neural Engine runs) or ``"fp32"`` (a package
             that runs on CPU/GPU only; with the executor's fp32 mode it reproduces PyTorch's
@@ -460,9 +445,9 @@ def export(
             say(f"torch.export of {model_name} with input {described}")
         with torch.no_grad(), quiet_library_warnings():
             eager = traced(*args, **kwargs)
-            exported = torch.export.export(traced, args, kwargs).run_decompositions(
-                _coreml_decompositions()
-            )
+            exported = torch.export.export(traced, args, kwargs)
+            # ATen that coremltools rejects, rewritten (ane_lib.coreml.normalise)
+            exported, fixes = prepare_for_coreml(exported)
     except Exception as err:
         raise ExportError(
             f"torch.export could not capture {model_name} with input {described}: "
@@ -473,6 +458,8 @@ def export(
         model.train(was_training)
     flat = flatten_outputs(eager, output_name)
     outputs = _output_names(flat, output_names, specs)
+    if say and fixes:
+        say("graph rewritten for coremltools: " + "; ".join(map(str, fixes)))
 
     # 2. Convert to an ML program (fp16 unless asked otherwise), coremltools' noise kept quiet.
     tracker = _ConversionTracker(say)
@@ -522,6 +509,7 @@ def export(
         "example_seed": seed,
         "deployment_target": deployment_target,
         "reparameterized": bool(reparameterize),
+        "graph_fixes": [fix.to_dict() for fix in fixes],
     }
     if single_input:
         spec = specs[input_name]

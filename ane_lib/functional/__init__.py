@@ -70,6 +70,7 @@ from ane_lib.functional.merge import (
     fold_scale_shift_before,
     merge_conv_kernels,
 )
+from ane_lib.functional.patches import fold_patches, unfold_patches
 from ane_lib.functional.projection import (
     bc1s_to_bsc,
     bsc_to_bc1s,
@@ -135,6 +136,7 @@ __all__ = [
     "depthwise_separable_conv2d_cost",
     "dtype_nbytes",
     "flattened_conv2d",
+    "fold_patches",
     "flattened_conv2d_cost",
     "fold_scale_shift_after",
     "fold_scale_shift_before",
@@ -159,6 +161,7 @@ __all__ = [
     "spatially_separable_conv2d",
     "spatially_separable_conv2d_cost",
     "split_conv_weight",
+    "unfold_patches",
     "window_partition",
     "window_reverse",
 ]

@@ -9,7 +9,9 @@
 (:mod:`ane_lib.models.hf_distilbert`, the ``[hf]`` extra), keeping their call signatures.
 
 ``perturb_weights_(model)`` makes an untrained model's constants unequal, as training would,
-before an export whose package should look like a trained model's.
+before an export whose package should look like a trained model's; ``unit_variance_init_(model,
+x)`` gives a freshly initialised model the unit-scale activations of a trained one, before fp16
+is measured on it.
 
 ``list_models()`` names ``tiny_moat_0`` ... ``tiny_moat_3``, ``moat_0`` ... ``moat_4`` and
 ``deit_tiny``: the models registered by this package. :mod:`ane_lib.models.registry` says how
@@ -51,7 +53,7 @@ from ane_lib.models.registry import (
     to_standard,
 )
 from ane_lib.models.torch_transformer import TransformerEncoderANE, TransformerEncoderLayerANE
-from ane_lib.models.weights import perturb_weights_
+from ane_lib.models.weights import perturb_weights_, unit_variance_init_
 
 __all__ = [
     "ATTENTION_MODES",
@@ -83,6 +85,7 @@ __all__ = [
     "model_entry",
     "option_choices",
     "perturb_weights_",
+    "unit_variance_init_",
     "register_conversion",
     "register_family",
     "register_model",
