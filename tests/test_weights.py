@@ -1,6 +1,9 @@
-"""perturb_weights_: a deterministic stand-in for training that leaves no two constants equal."""
+"""perturb_weights_: a deterministic stand-in for training that leaves no two constants equal;
+unit_variance_init_: every linear and conv layer rescaled to unit output scale."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 import torch
@@ -8,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ane_lib.models import create_model, perturb_weights_, to_ane, to_standard
+from ane_lib.models import (
+    create_model,
+    perturb_weights_,
+    to_ane,
+    to_standard,
+    unit_variance_init_,
+)
 from ane_lib.nn import LayerNormANE
 
 
@@ -157,3 +166,101 @@ def test_bad_arguments() -> None:
         perturb_weights_(nn.Linear(2, 2), noise="0.1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"scale.*float.*True"):
         perturb_weights_(nn.Linear(2, 2), scale=True)  # type: ignore[arg-type]
+
+
+class Standardised(nn.Conv2d):
+    """A conv that overrides forward (weight standardisation): not rescaled."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+def deep_model() -> nn.Module:
+    """Convs drawn with std 0.02 whatever their fan-in and zero biases (Hugging Face's habit):
+    the output shrinks about fivefold per layer."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for i in range(8):
+        conv = nn.Conv2d(3 if i == 0 else 16, 16, 3, padding=1)
+        nn.init.normal_(conv.weight, std=0.02)
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU()]
+    shared = nn.Linear(16, 16)
+    return nn.Sequential(
+        *layers,
+        nn.Flatten(2),
+        Transpose(),
+        shared,
+        nn.GELU(),
+        shared,
+        Transpose(),
+        nn.Unflatten(2, (8, 8)),
+        Standardised(16, 4, 1),
+    )
+
+
+class Transpose(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
+def test_unit_variance_init_gives_every_layer_unit_scale() -> None:
+    model = deep_model()
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        assert float(model[:16](x).std()) < 1e-4  # vanishing before
+    weights = {n: p.clone() for n, p in model.named_parameters()}
+    assert unit_variance_init_(model, x) is model
+    stds: dict[str, float] = {}
+
+    def measure(name: str) -> Any:
+        def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
+            stds.setdefault(name, float(out.std()))
+
+        return hook
+
+    hooks = [
+        m.register_forward_hook(measure(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    for name, std in stds.items():
+        if name != "23":  # the standardising conv is left alone
+            assert std == pytest.approx(1.0, rel=1e-4), name
+    # a rescale divides weight and bias by one number per layer; a layer run twice (the shared
+    # linear) is rescaled once; the conv that overrides forward is untouched
+    for name, p in model.named_parameters():
+        if name.endswith("weight"):
+            scale = weights[name].flatten()[0] / p.flatten()[0]
+            torch.testing.assert_close(weights[name], p * scale)
+            bias = name.replace("weight", "bias")
+            torch.testing.assert_close(weights[bias], model.get_parameter(bias) * scale)
+    assert torch.equal(model[23].weight, weights["23.weight"])
+    assert not model.training
+
+
+def test_unit_variance_init_is_exactly_one_forward_pass_of_the_rescaled_model() -> None:
+    model, x = deep_model(), torch.rand(1, 3, 8, 8)
+    seen: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    unit_variance_init_(model, x)
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    torch.testing.assert_close(seen[0], seen[1], rtol=1e-4, atol=1e-4)  # float32 rounding
+
+
+def test_unit_variance_init_leaves_a_constant_layer_and_checks_its_argument() -> None:
+    zero = nn.Linear(4, 4)
+    nn.init.zeros_(zero.weight)
+    nn.init.zeros_(zero.bias)
+    unit_variance_init_(zero, torch.rand(2, 4))
+    assert torch.count_nonzero(zero.weight) == 0
+    with pytest.raises(TypeError, match="model"):
+        unit_variance_init_("model")  # type: ignore[arg-type]

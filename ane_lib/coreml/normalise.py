@@ -31,6 +31,7 @@ package with PyTorch.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -102,19 +103,22 @@ def _aten_nodes(exported: Any) -> Iterable[Any]:
             yield node
 
 
-def coreml_unsupported_ops(exported: Any) -> dict[str, int]:
-    """ATen ops of ``exported`` (a ``torch.export.ExportedProgram``) that the installed
-    coremltools has no conversion for, with their node counts, e.g. ``{"prod.dim_int": 1}``."""
+def _converts(node: Any) -> bool:
+    """Whether the installed coremltools has a conversion for ``node``'s op."""
     from coremltools.converters.mil.frontend.torch.torch_op_registry import (
         is_torch_fx_node_supported,
     )
 
+    with warnings.catch_warnings():  # it reads its registry through a deprecated accessor
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(is_torch_fx_node_supported(node))
+
+
+def coreml_unsupported_ops(exported: Any) -> dict[str, int]:
+    """ATen ops of ``exported`` (a ``torch.export.ExportedProgram``) that the installed
+    coremltools has no conversion for, with their node counts, e.g. ``{"prod.dim_int": 1}``."""
     return dict(
-        Counter(
-            _op_name(node.target)
-            for node in _aten_nodes(exported)
-            if not is_torch_fx_node_supported(node)
-        )
+        Counter(_op_name(node.target) for node in _aten_nodes(exported) if not _converts(node))
     )
 
 
@@ -157,9 +161,6 @@ def _decomposable(exported: Any, always: dict[Any, Callable[..., Any]]) -> dict[
     """The decompositions still to apply: ops of :data:`ALWAYS_DECOMPOSED` (a decomposition
     may create them, as ``log_sigmoid``'s does ``new_zeros``) and ops coremltools cannot
     convert that core ATen decomposes."""
-    from coremltools.converters.mil.frontend.torch.torch_op_registry import (
-        is_torch_fx_node_supported,
-    )
     from torch._decomp import core_aten_decompositions
 
     core = core_aten_decompositions()
@@ -167,7 +168,7 @@ def _decomposable(exported: Any, always: dict[Any, Callable[..., Any]]) -> dict[
     for node in _aten_nodes(exported):
         if node.target in always:
             table[node.target] = always[node.target]
-        elif node.target in core and not is_torch_fx_node_supported(node):
+        elif node.target in core and not _converts(node):
             table[node.target] = core[node.target]
     return table
 
