@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib.coreml import module_record
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
 
 __all__ = [
@@ -369,6 +370,7 @@ def export(
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             exported = torch.export.export(model, (x,)).run_decompositions({})
+        nodes = module_record.tag_nodes(exported)  # module paths, kept with the package
     except Exception as err:
         raise ExportError(
             f"torch.export could not capture {model_name} with input shape {shape}: "
@@ -432,6 +434,7 @@ def export(
         built = scratch / dest.name
         with quiet_coremltools():
             mlmodel.save(str(built))
+        module_record.write_record(built, nodes)
         _check_destination(dest, overwrite)  # someone may have created it meanwhile
         _install(built, dest, scratch)
     except (ValueError, FileExistsError):
