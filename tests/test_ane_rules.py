@@ -84,6 +84,11 @@ CASES: list[tuple[str, Op, Op]] = [
         op("transpose", (1, 1, 16, 64), inp=[X], perm=[0, 2, 1, 3]),
     ),
     (
+        "last-axis-layout",  # negative axes in the permutation
+        op("transpose", (1, 16, 64, 1), inp=[X], perm=[0, 1, -1, -2]),
+        op("transpose", (1, 1, 16, 64), inp=[X], perm=[0, -2, 1, -1]),
+    ),
+    (
         "last-axis-layout",
         op("reshape", (1, 16, 8, 8), inp=[X]),
         op("reshape", (16, 1, 1, 64), inp=[X]),
@@ -314,6 +319,9 @@ def test_the_table_itself() -> None:
     order = [SEVERITIES.index(r.severity) for r in RULES]
     assert order == sorted(order)  # worst first
     assert all(r.sources and r.title and r.advice for r in RULES)
+    assert all(
+        s.short and s.cite and s.url.startswith("https://") for r in RULES for s in r.sources
+    )
     assert not rule("reported-fallback").sources[0].official
     with pytest.raises(ValueError, match=r"rule_id must be one of .*'rank'.*got 'nope'"):
         rule("nope")

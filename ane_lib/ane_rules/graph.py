@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ane_lib.functional.alignment import padded_nbytes, real_nbytes
 
@@ -38,6 +38,7 @@ __all__ = [
     "ValueKind",
     "Value",
     "Op",
+    "PaddedBytes",
     "WeightSummary",
     "Graph",
     "stage_of",
@@ -114,8 +115,30 @@ class Value:
         return self.nbytes[1]
 
 
+class _HasBytes(Protocol):
+    @property
+    def real_bytes(self) -> int: ...
+
+    @property
+    def padded_bytes(self) -> int: ...
+
+
+class PaddedBytes:
+    """What follows from ``real_bytes`` and ``padded_bytes`` (an op's, a stage's)."""
+
+    @property
+    def wasted_bytes(self: _HasBytes) -> int:
+        """Padding bytes: ``padded_bytes - real_bytes``."""
+        return self.padded_bytes - self.real_bytes
+
+    @property
+    def overhead(self: _HasBytes) -> float:
+        """``padded_bytes / real_bytes`` (1.0 when nothing is counted)."""
+        return self.padded_bytes / self.real_bytes if self.real_bytes else 1.0
+
+
 @dataclass(frozen=True, eq=False)
-class Op:
+class Op(PaddedBytes):
     """One op that computes (constants are :class:`Value` objects, not ops).
 
     ``inputs`` / ``outputs``: its tensor and scalar values in order (constants included among
@@ -164,16 +187,6 @@ class Op:
     def padded_bytes(self) -> int:
         """Bytes the outputs occupy with every last axis padded to 64 bytes."""
         return sum(v.padded_bytes for v in self.outputs)
-
-    @property
-    def wasted_bytes(self) -> int:
-        """Padding bytes: ``padded_bytes - real_bytes``."""
-        return self.padded_bytes - self.real_bytes
-
-    @property
-    def overhead(self) -> float:
-        """``padded_bytes / real_bytes`` (1.0 when nothing is counted)."""
-        return self.padded_bytes / self.real_bytes if self.real_bytes else 1.0
 
     # ------------------------------------------------------------------ where it came from
 

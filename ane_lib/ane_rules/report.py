@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ane_lib._checks import check_choice, check_positive_int
-from ane_lib.ane_rules.graph import Graph, Op, Shape
+from ane_lib.ane_rules.graph import Graph, Op, PaddedBytes, Shape
 from ane_lib.ane_rules.rules import (
     LAYOUT_OP_TYPES,
     RULES,
@@ -33,21 +33,12 @@ __all__ = ["StagePadding", "Report", "analyse", "default_stage_key"]
 
 
 @dataclass(frozen=True)
-class StagePadding:
+class StagePadding(PaddedBytes):
     """Activation bytes of a group of ops: real, padded to 64-byte rows, and the number of ops."""
 
     real_bytes: int
     padded_bytes: int
     ops: int
-
-    @property
-    def wasted_bytes(self) -> int:
-        return self.padded_bytes - self.real_bytes
-
-    @property
-    def overhead(self) -> float:
-        """``padded_bytes / real_bytes`` (1.0 when nothing is counted)."""
-        return self.padded_bytes / self.real_bytes if self.real_bytes else 1.0
 
 
 def default_stage_key(op: Op) -> str:
@@ -330,7 +321,13 @@ def _rule_dict(r: Rule, findings: Sequence[Finding]) -> dict[str, Any]:
         "title": r.title,
         "severity": r.severity,
         "sources": [
-            {"title": s.title, "url": s.url, "cite": s.cite, "official": s.official}
+            {
+                "title": s.title,
+                "short": s.short,
+                "url": s.url,
+                "cite": s.cite,
+                "official": s.official,
+            }
             for s in r.sources
         ],
         "advice": r.advice,

@@ -72,14 +72,15 @@ FP16_MAX = 65504.0
 
 @dataclass(frozen=True)
 class Source:
-    """Where a rule comes from: a short ``title``, its ``url``, the book's citation key ``cite``,
-    and whether it is ``official`` (Apple's documents, coremltools maintainers) or only reported
-    by the community."""
+    """Where a rule comes from: its ``title``, its ``url``, the book's citation key ``cite``,
+    whether it is ``official`` (Apple's documents, coremltools maintainers) or only reported by
+    the community, and a ``short`` name for narrow tables."""
 
     title: str
     url: str
     cite: str
     official: bool = True
+    short: str = ""
 
     def __str__(self) -> str:
         return self.title if self.official else f"{self.title} (reported, not official)"
@@ -90,33 +91,39 @@ APPLE_NE_RULES = Source(
     "https://github.com/apple/coreai-models/blob/main/skills/skills/model-authoring/"
     "references/neural_engine_rules.md",
     "apple_coreai_ne_rules",
+    short="Apple rules 2026",
 )
 APPLE_2022 = Source(
     "Apple ML Research: Deploying Transformers on the ANE (2022)",
     "https://machinelearning.apple.com/research/neural-engine-transformers",
     "apple2022ane",
+    short="Apple 2022",
 )
 APPLE_2024 = Source(
     "Apple ML Research: Vision Transformers on the ANE (2024)",
     "https://machinelearning.apple.com/research/vision-transformers",
     "apple2024vit",
+    short="Apple 2024",
 )
 COREMLTOOLS_RANK = Source(
     "coremltools issues 1723, 2291 (maintainers)",
     "https://github.com/apple/coremltools/issues/1723",
     "coremltools_issue1723",
+    short="coremltools #1723",
 )
 HOLLANCE = Source(
     "hollance/neural-engine: unsupported layers (2020)",
     "https://github.com/hollance/neural-engine/blob/master/docs/unsupported-layers.md",
     "hollance_neural_engine",
     official=False,
+    short="hollance 2020",
 )
 ANE_GUIDE = Source(
     "ANE guide, ch. 17: model-design rules (measured on M1)",
     "https://ane-guide.readthedocs.io/en/latest/part-5-practice/17-model-design-rules.html",
     "ane_guide_design_rules",
     official=False,
+    short="ANE guide (M1)",
 )
 
 
@@ -307,7 +314,7 @@ def _singleton_last_axis(graph: Graph) -> list[Finding]:
 def _touches_last_axis(op: Op) -> str | None:
     """Why a transpose or reshape rewrites the last axis, or None if it leaves it alone."""
     if op.op_type == "transpose":
-        perm = op.attr_ints("perm")
+        perm = tuple(p % len(op.attr_ints("perm")) for p in op.attr_ints("perm"))
         if perm and perm[-1] != len(perm) - 1:
             return f"moves axis {perm[-1]} last (perm {perm})"
         return None
