@@ -81,7 +81,7 @@ def _dw_flat(block: nn.Module) -> None:
     block.forward = types.MethodType(forward, block)  # type: ignore[method-assign]
 
 
-def _bn_first(block: nn.Module) -> None:
+def _bn_first(block: Any) -> None:
     """Apply MBConvBlockANE's depthwise batch norm right after its convolution, on the grid,
     before the reshape back to flat (a per-channel op commutes with the reshape)."""
     block.depthwise_conv = nn.Sequential(block.depthwise_conv, block.depthwise_norm)

@@ -63,6 +63,8 @@ class MaskedScores(nn.Module):
         self.register_buffer("mask", mask[:, None, :])  # (keys, 1, queries)
         self.fill = fill
 
+    mask: torch.Tensor
+
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.masked_fill(self.mask, self.fill).softmax(self.dim)
 
@@ -205,9 +207,9 @@ def test_seven_wide_last_axis_is_padded_to_64_bytes(package: Callable[[str], Pat
     rep = report(package("seven"))
     assert rep.ops, "no ops read from the package"
     for r in rep.ops:  # every op: the rule, computed by hand from its shapes
-        pairs = list(zip(r.shapes, r.dtypes, strict=True))
-        assert r.padded_bytes == sum(padded_by_hand(s, ITEMSIZE[d]) for s, d in pairs)  # type: ignore[arg-type]
-        assert r.real_bytes == sum(math.prod(s) * ITEMSIZE[d] for s, d in pairs)  # type: ignore[misc]
+        pairs = [(tuple(int(n) for n in s), d) for s, d in zip(r.shapes, r.dtypes, strict=True)]
+        assert r.padded_bytes == sum(padded_by_hand(s, ITEMSIZE[d]) for s, d in pairs)
+        assert r.real_bytes == sum(math.prod(s) * ITEMSIZE[d] for s, d in pairs)
     nchw = [r for r in rep.ops if r.shapes == ((1, 32, 7, 7),) and r.dtypes == ("fp16",)]
     assert nchw, [r.shapes for r in rep.ops]
     for r in nchw:  # 32 * 7 rows of 14 bytes, each padded by 50 bytes
@@ -409,6 +411,33 @@ def test_empty_and_nested_programs() -> None:
     kinds = [op.op_type for op in nested.ops]
     assert kinds.index("cond") < kinds.index("relu") < kinds.index("sigmoid")  # inner blocks walked
     assert {"make_list", "list_write", "topk"} <= set(kinds) and not nested.graph.unanalysed
+
+
+def test_several_inputs_integer_ids_and_a_mask() -> None:
+    """Token ids (int32) and a float mask: nothing assumes one input or a float image."""
+    from coremltools.converters.mil import Builder as mb  # noqa: N813
+    from coremltools.converters.mil.mil import types
+
+    table = torch.randn(100, 1, 64).numpy().astype("float16")  # (V, 1, D), Apple's layout
+
+    @mb.program(
+        input_specs=[
+            mb.TensorSpec((1, 8), dtype=types.int32),
+            mb.TensorSpec((1, 8, 1, 8), dtype=types.fp16),
+        ],
+        opset_version=ct.target.iOS17,
+    )
+    def encoder(ids: Any, mask: Any) -> Any:
+        x = mb.gather(x=table, indices=ids, axis=0)  # (1, 8, 1, 64)
+        scores = mb.reduce_sum(x=x, axes=[3], keep_dims=True)  # (1, 8, 1, 1)
+        return mb.softmax(x=mb.add(x=scores, y=mask), axis=1)  # (1, 8, 1, 8)
+
+    rep = report(encoder)
+    assert list(rep.inputs) == ["ids", "mask"]
+    assert rep.inputs["ids"] == ((1, 8), "int32") and rep.inputs["mask"][1] == "fp16"
+    assert [f.op.op_type for f in rep.findings["reported-fallback"] if f.op] == ["gather"]
+    assert rep.ok is False and not rep.findings["softmax-axis"]
+    assert "input ids: (1, 8) int32" in str(rep)
 
 
 def test_plot_padding_by_stage(package: Callable[[str], Path]) -> None:
