@@ -2,12 +2,13 @@
 
     ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
         -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
-    ane-lib report tiny_moat_1.mlpackage [--json]
+    ane-lib report tiny_moat_1.mlpackage [--json] [--fail-on error|warning|cost] [--top N]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
     ane-lib verify text.mlpackage --model my_project.models:build_model
 
-Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
-a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
+Exit status: 0 success, 1 a check failed (verification below threshold, a rule of the report at
+``--fail-on`` severity or worse, a conversion failure), 2 bad usage or bad input. Errors are one
+line on stderr, no traceback.
 
 Form: ``export`` builds the model in the Neural Engine's form (``--form ane``, the default),
 whose package has fewer layout ops and less 64-byte padding than the paper's standard form
@@ -137,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="check a package against the Neural Engine's rules")
     rep.add_argument("path", type=Path, help="a saved .mlpackage")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
+    rep.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "cost"),
+        default="warning",
+        help="exit 1 when a rule of this severity or worse fires (default: warning)",
+    )
+    rep.add_argument("--top", type=int, default=10, help="rows of the worst-ops table (10)")
 
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
     ver.add_argument("path", type=Path, help="a saved .mlpackage")
@@ -268,20 +276,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_is_hard_failure(rep: Any) -> bool:
-    """True when the report finds something Core ML refuses outright (rank > 5, dim > 16384)."""
-    return bool(rep.high_rank_ops or rep.large_dim_ops)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Print the report; exit 1 when a rule of severity ``--fail-on`` or worse fires."""
     from ane_lib.coreml.report import report
 
+    _check_ints(args, ("top",))
     rep = report(_existing_package(args.path))
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=2, sort_keys=True, default=str))
+        print(json.dumps(rep.to_dict(top=args.top), indent=2, sort_keys=True, default=str))
     else:
-        print(rep)
-    return EXIT_FAILED if _report_is_hard_failure(rep) else EXIT_OK
+        print(rep.format(top=args.top))
+    return EXIT_FAILED if rep.failed(args.fail_on) else EXIT_OK
 
 
 def _existing_package(path: Path) -> Path:
