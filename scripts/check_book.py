@@ -91,7 +91,7 @@ MATHJAX_TIMEOUT_MS = 30_000
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 #: A page fails when code the reader sees without expanding anything takes more of its height.
 MAX_CODE_SHARE = 0.30
-#: matplotlib's default font.size; the book's figures use it or larger (tests check the sources).
+#: matplotlib's default font.size; the book's figures use it or larger (small_font_sizes).
 NOMINAL_LABEL_PT = 10.0
 #: The smallest on-screen height, in CSS px, at which a figure's 10-pt label still counts as
 #: legible (the body text is 16 px, code 13 px).
