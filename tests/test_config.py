@@ -18,7 +18,7 @@ def _tiny(**options: object) -> MOATConfig:
 def test_variants_are_the_papers() -> None:
     assert set(MOAT_VARIANTS) == {f"tiny_moat_{i}" for i in range(4)} | {
         f"moat_{i}" for i in range(5)
-    }
+    } | {"digits_moat"}  # chapter 9's reduced MOAT, the one variant that is not the paper's
     assert MOAT_VARIANTS["moat_4"].hidden_sizes == (256, 512, 1024, 2048)
     assert MOAT_VARIANTS["moat_3"].depths == (2, 12, 28, 2)
     assert MOAT_VARIANTS["tiny_moat_2"].stem_sizes == (56, 56)

@@ -26,7 +26,9 @@ from ane_lib.models import (
 
 def test_list_models_names_every_model() -> None:
     assert list_models() == sorted(
-        [f"tiny_moat_{i}" for i in range(4)] + [f"moat_{i}" for i in range(5)] + ["deit_tiny"]
+        [f"tiny_moat_{i}" for i in range(4)]
+        + [f"moat_{i}" for i in range(5)]
+        + ["deit_tiny", "digits_moat"]
     )
 
 
@@ -83,7 +85,10 @@ def test_create_config_is_what_create_model_builds() -> None:
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"name": "moat_5"}, r"name must be one of \['deit_tiny', 'moat_0', .*\], got 'moat_5'"),
+        (
+            {"name": "moat_5"},
+            r"name must be one of \['deit_tiny', 'digits_moat', 'moat_0', .*\], got 'moat_5'",
+        ),
         ({"form": "coreml"}, r"form must be one of \['standard', 'ane'\], got 'coreml'"),
         ({"pe": "ape"}, r"pe must be one of \['rpe', 'single_rpe', 'lepe', 'none'\], got 'ape'"),
         (

@@ -61,6 +61,9 @@ MOAT_VARIANTS: dict[str, MOATVariant] = {
     "moat_2": MOATVariant((128, 128), (2, 6, 14, 2), (128, 256, 512, 1024)),
     "moat_3": MOATVariant((160, 160), (2, 12, 28, 2), (160, 320, 640, 1280)),
     "moat_4": MOATVariant((256, 256), (2, 12, 28, 2), (256, 512, 1024, 2048)),
+    # Not a published variant: the reduced MOAT that chapter 9 trains on scikit-learn's digits
+    # (one block per stage; see ane_lib.training.DIGITS_MOAT_OPTIONS for its build options).
+    "digits_moat": MOATVariant((16, 16), (1, 1, 1, 1), (32, 32, 64, 64)),
 }
 
 MOAT_BLOCK_TYPES: tuple[str, str, str, str] = ("mbconv", "mbconv", "moat", "moat")
