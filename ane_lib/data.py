@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ane_lib._checks import check_nonnegative_int, check_positive_int
 
-__all__ = ["DigitsSplit", "load_digits_split"]
+__all__ = ["DigitsSplit", "load_digits_split", "upsample"]
 
 #: The digits' pixel values are integers from 0 (white) to 16 (black).
 DIGITS_MAX_VALUE = 16.0

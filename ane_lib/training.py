@@ -206,8 +206,8 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         desc="train",
         ncols=79,
         mininterval=0.5,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} batches "
-        "[{elapsed}<{remaining}] {postfix}",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+        "[{elapsed}<{remaining}{postfix}]",
     )
 
 
@@ -269,9 +269,9 @@ def train_classifier(
             stats = EpochStats(epoch, total / len(y_train), evaluated, time.perf_counter() - start)
             history.append(stats)
             if bar is not None:
-                shown = f"epoch {epoch}/{settings.epochs} loss {stats.train_loss:.3f}"
+                shown = f"epoch {epoch}/{settings.epochs}, loss {stats.train_loss:.3f}"
                 if evaluated is not None:
-                    shown += f" acc {evaluated:.1%}"
+                    shown += f", acc {evaluated:.1%}"
                 bar.set_postfix_str(shown, refresh=True)
     return tuple(history)
 

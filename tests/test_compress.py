@@ -20,11 +20,16 @@ import torch
 from torch import nn
 
 from ane_lib.coreml import export, load_program, psnr, read_export_metadata, run
-from ane_lib.coreml.compress import calibration_ranges, compress, package_bytes, weight_bytes
-from ane_lib.coreml.program import import_coremltools, quiet_coremltools
+from ane_lib.coreml.compress import (
+    calibration_ranges,
+    compress,
+    decompress,
+    package_bytes,
+    weight_bytes,
+)
+from ane_lib.coreml.program import import_coremltools
 
 ct = import_coremltools()
-import coremltools.optimize.coreml as cto  # noqa: E402
 
 SHAPE = (1, 3, 16, 16)
 
@@ -63,11 +68,7 @@ def _image(seed: int = 0) -> np.ndarray:
 
 def _decompressed(path: Path, folder: Path) -> Path:
     """coremltools' own decompression of a compressed package, saved beside it."""
-    out = folder / f"{path.stem}_decompressed.mlpackage"
-    with quiet_coremltools():
-        model = ct.models.MLModel(str(path), skip_model_load=True)
-        cto.decompress_weights(model).save(str(out))
-    return out
+    return decompress(path, folder / f"{path.stem}_decompressed.mlpackage")
 
 
 def _constexpr_ops(program: Any) -> list[Any]:

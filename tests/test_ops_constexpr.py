@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -249,7 +248,7 @@ def test_quantize_dequantize_ios17(shape: tuple[int, ...], data: st.DataObject) 
     axis = data.draw(st.integers(0, len(shape) - 1))
     n = shape[axis]
     scale = (rng.random(n if per_channel else ()) * 0.1 + 0.01).astype(np.float32)
-    zero_point = (rng.integers(-20, 20, size=np.shape(scale)) + (0 if dtype == "int8" else 128))
+    zero_point = rng.integers(-20, 20, size=np.shape(scale)) + (0 if dtype == "int8" else 128)
     zero_point = zero_point.astype(np_dtype)
     kwargs = {"axis": axis} if per_channel else {}
 

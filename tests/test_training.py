@@ -107,9 +107,14 @@ def test_learns_and_reports_eval_accuracy(small: tuple[torch.Tensor, torch.Tenso
     model = _mlp()
     before = accuracy(model, x[1500:], y[1500:])
     history = train_classifier(
-        model, x[:1500], y[:1500], TrainSettings(epochs=8, lr=1e-2), x_eval=x[1500:], y_eval=y[1500:],
+        model,
+        x[:1500],
+        y[:1500],
+        TrainSettings(epochs=8, lr=1e-2),
+        x_eval=x[1500:],
+        y_eval=y[1500:],
         progress=False,
-    )  # fmt: skip
+    )
     assert before < 0.3 < 0.85 < history[-1].eval_accuracy  # type: ignore[operator]
     assert history[-1].eval_accuracy == accuracy(model, x[1500:], y[1500:])
     assert history[-1].train_loss < history[0].train_loss
@@ -140,7 +145,8 @@ def test_progress_bar(
     s = TrainSettings(epochs=2, batch_size=500)
     train_classifier(_mlp(), x, y, s, x_eval=x[:50], y_eval=y[:50], progress=True)
     err = capsys.readouterr().err
-    assert "train: 100%" in err and "8/8 batches" in err and "epoch 2/2" in err and "acc" in err
+    assert "train: 100%" in err and "| 8/8 [" in err and "epoch 2/2, loss" in err and "acc" in err
+    assert all(len(line) <= 79 for line in err.replace("\r", "\n").splitlines())
 
 
 def test_make_optimizer_is_adamw_with_one_cycle() -> None:

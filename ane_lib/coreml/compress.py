@@ -45,6 +45,8 @@ __all__ = [
     "NBITS",
     "calibration_ranges",
     "compress",
+    "compressed_weights",
+    "decompress",
     "package_bytes",
     "weight_bytes",
 ]
@@ -73,6 +75,52 @@ def weight_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes of the package's weight file(s): ``Data/com.apple.CoreML/weights/*``."""
     folder = Path(path).joinpath(*_WEIGHTS_FOLDER)
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def compressed_weights(
+    original: str | os.PathLike[str], compressed: str | os.PathLike[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each weight that compression replaced: ``{"<op>.<input>": (original, expanded)}``.
+
+    ``original`` is the package that was compressed and ``compressed`` the result (e.g. of
+    :func:`compress`). For every input of an op in ``compressed`` that a constexpr op computes,
+    the weight is expanded by :func:`ane_lib.coreml.run` (fp32 run, so the values are those the
+    package stores) and paired with the constant the op of the same name reads in ``original``.
+    Both arrays are float32.
+    """
+    from ane_lib.coreml.executor import run
+    from ane_lib.coreml.program import load_program
+
+    before = {op.name: op for op in load_program(original).functions["main"].operations}
+    program = load_program(compressed)
+    function = program.functions["main"]
+    wanted: dict[str, tuple[str, np.ndarray]] = {}
+    for op in function.operations:
+        if op.op_type.startswith("constexpr") or op.op_type == "const":
+            continue
+        for key, var in op.inputs.items():
+            producer = getattr(var, "op", None)
+            if producer is None or not str(producer.op_type).startswith("constexpr"):
+                continue
+            source = before.get(op.name)
+            value = None if source is None else getattr(source.inputs.get(key), "val", None)
+            if value is None:
+                raise ValueError(
+                    f"op {op.name!r} of {str(compressed)!r} has no constant input {key!r} in "
+                    f"{str(original)!r}: is it the package that was compressed?"
+                )
+            wanted[f"{op.name}.{key}"] = (var.name, np.asarray(value, dtype=np.float32))
+    feed = {
+        name: np.zeros(tuple(var.shape), _input_dtype(var)) for name, var in function.inputs.items()
+    }
+    values = run(program, feed, precision="fp32", outputs=sorted({n for n, _ in wanted.values()}))
+    return {k: (w, np.asarray(values[n], dtype=np.float32)) for k, (n, w) in wanted.items()}
+
+
+def _input_dtype(var: Any) -> Any:
+    """The numpy type of a program input ``var``."""
+    types = import_coremltools().converters.mil.mil.types
+    return types.nptype_from_builtin(var.dtype)
 
 
 @contextlib.contextmanager
@@ -290,8 +338,8 @@ def compress(
             ``"palettize"``: ``"per_tensor"`` (default: one table per weight) or
             ``"per_grouped_channel"`` (a table per ``group_size`` output channels).
         group_size, block_size: see ``granularity``.
-        weight_threshold: weights with fewer elements stay fp16 (coremltools' default 2048:
-            biases and norm scales are not worth a table).
+        weight_threshold: weights of at most this many elements stay fp16 (coremltools'
+            default 2048: biases and norm scales are not worth a table).
         activations: ``"fp16"`` (weights only) or ``"int8"`` (W8A8: also insert quantize /
             dequantize pairs on the activations; needs ``method="linear"``, ``nbits=8``).
         calibration: W8A8 only: samples ``[{input name: array}, ...]`` in the package's input
@@ -368,15 +416,41 @@ def compress(
         settings, sort_keys=True
     )
 
+    _save(compressed, target, overwrite)
+    return target
+
+
+def decompress(
+    src: str | os.PathLike[str], dest: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write ``src`` with every compressed weight restored to a constant, by coremltools.
+
+    The reference for what a compressed package computes: ``coremltools.optimize.coreml.
+    decompress_weights`` replaces each constexpr op by the constant it stands for. Saved
+    atomically, like :func:`compress`; ``dest`` must differ from ``src``.
+    """
+    model = open_package(src)
+    target = _check_destination(dest, overwrite)
+    if target.resolve() == Path(src).resolve():
+        raise ValueError(f"dest must differ from src, both are {str(src)!r}")
+    import coremltools.optimize.coreml as cto
+
+    with _quiet_compression():
+        restored = cto.decompress_weights(model)
+    _save(restored, target, overwrite)
+    return target
+
+
+def _save(model: Any, target: Path, overwrite: bool) -> None:
+    """Save ``model`` in a hidden folder next to ``target``, then rename it into place."""
     scratch = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     )
     try:
         built = scratch / target.name
         with quiet_coremltools():
-            compressed.save(str(built))
+            model.save(str(built))
         _check_destination(target, overwrite)  # someone may have created it meanwhile
         _install(built, target, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return target
