@@ -67,7 +67,7 @@ def test_every_op_is_registered_and_listed() -> None:
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(shape=shapes, data=st.data())
 def test_affine_dequantize_ios16(shape: tuple[int, ...], data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -96,7 +96,7 @@ def test_affine_dequantize_ios16(shape: tuple[int, ...], data: st.DataObject) ->
     _check(got, want, op)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_blockwise_shift_scale_ios18(data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -126,7 +126,7 @@ def test_blockwise_shift_scale_ios18(data: st.DataObject) -> None:
     _check(got, want, op)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(shape=shapes, nbits=st.sampled_from([1, 2, 4, 6, 8]), data=st.data())
 def test_lut_to_dense_ios16(shape: tuple[int, ...], nbits: int, data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -145,7 +145,7 @@ def test_lut_to_dense_ios16(shape: tuple[int, ...], nbits: int, data: st.DataObj
     _check(got, lut[indices], op)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(nbits=st.sampled_from([1, 2, 3, 4, 6, 8]), data=st.data())
 def test_lut_to_dense_ios18_grouped_tables(nbits: int, data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -165,7 +165,7 @@ def test_lut_to_dense_ios18_grouped_tables(nbits: int, data: st.DataObject) -> N
     _check(got, want.reshape(shape), op)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(shape=shapes, ios=st.sampled_from([16, 18]), data=st.data())
 def test_sparse_to_dense(shape: tuple[int, ...], ios: int, data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
@@ -237,7 +237,7 @@ def test_joint_sparse_palettized_and_sparse_quantized_chains() -> None:
         np.testing.assert_array_equal(got.astype(np.float32), want.astype(np.float32))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(shape=shapes, data=st.data())
 def test_quantize_dequantize_ios17(shape: tuple[int, ...], data: st.DataObject) -> None:
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
