@@ -84,7 +84,7 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
     return {op.name: values[op.inputs["weight"].name] for op in convs}
 
 
-CASES = {
+CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
     "int8_per_channel_ios17": ("iOS17", {}, {"constexpr_affine_dequantize"}),
     "int8_per_channel_ios18": ("iOS18", {}, {"constexpr_blockwise_shift_scale"}),
     "int4_per_block": (
