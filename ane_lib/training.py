@@ -34,6 +34,7 @@ from torch import nn
 
 from ane_lib import _cache
 from ane_lib._checks import check_nonnegative_int, check_positive_int
+from ane_lib._progress import progress_bar
 from ane_lib.data import DigitsSplit, load_digits_split
 from ane_lib.models import create_model
 
@@ -194,21 +195,7 @@ def make_optimizer(
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext(None)
-    try:
-        from tqdm import tqdm
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "progress=True draws a tqdm bar; install tqdm (`pip install 'ane-lib[train]'`) "
-            "or pass progress=False"
-        ) from err
-    return tqdm(
-        total=total,
-        desc="train",
-        ncols=79,
-        mininterval=0.5,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-        "[{elapsed}<{remaining}{postfix}]",
-    )
+    return progress_bar(total, desc="train")
 
 
 def train_classifier(

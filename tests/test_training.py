@@ -229,3 +229,19 @@ def test_trained_digits_moat_reaches_97_percent(digits: DigitsSplit) -> None:
     assert torch.equal(
         predict(ane, digits.x_test).argmax(1), predict(result.model, digits.x_test).argmax(1)
     )
+
+
+def test_notebook_progress_line_keeps_the_last_state() -> None:
+    """In a notebook the bar is one output updated in place (see ane_lib._progress)."""
+    from tqdm import tqdm
+
+    from ane_lib._progress import LatestLine, in_notebook
+
+    shown: list[str] = []
+    stream = LatestLine(shown.append)
+    with tqdm(total=4, file=stream, ncols=60, mininterval=0) as bar:
+        for _ in range(4):
+            bar.update(1)
+    assert shown and all("\r" not in s and "\n" not in s for s in shown)
+    assert "4/4" in shown[-1] and "100%" in shown[-1] and len(shown[-1]) <= 60
+    assert stream.line == shown[-1] and not in_notebook()  # pytest is no Jupyter kernel
