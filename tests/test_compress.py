@@ -23,6 +23,7 @@ from ane_lib.coreml import export, load_program, psnr, read_export_metadata, run
 from ane_lib.coreml.compress import (
     calibration_ranges,
     compress,
+    compressed_weights,
     decompress,
     package_bytes,
     weight_bytes,
@@ -154,6 +155,13 @@ def test_compressed_weights_follow_their_definition(compressed: tuple[str, Path,
     assert before.keys() == after.keys()
     changed = [k for k in before if not np.array_equal(before[k], after[k])]
     assert len(changed) == 2  # the two convs above weight_threshold (2048 weights)
+    # compressed_weights pairs each replaced weight with its original, by op and input
+    pairs = compressed_weights(src, path)
+    assert sorted(pairs) == sorted(f"{k}.weight" for k in changed)
+    for k in changed:
+        original, expanded = pairs[f"{k}.weight"]
+        np.testing.assert_array_equal(original, before[k])
+        np.testing.assert_array_equal(expanded, after[k])
     for k in changed:
         w, q = before[k], after[k]
         if kwargs.get("method", "linear") == "linear":
@@ -333,6 +341,14 @@ def test_bad_settings_are_named(
     with pytest.raises(error, match=match):
         compress(packages[target], tmp_path / "c.mlpackage", **kwargs)
     assert not (tmp_path / "c.mlpackage").exists()
+
+
+def test_compressed_weights_needs_the_package_that_was_compressed(
+    compressed: tuple[str, Path, Path],
+) -> None:
+    _, _, path = compressed
+    with pytest.raises(ValueError, match="is it the package that was compressed"):
+        compressed_weights(path, path)
 
 
 def test_bad_paths_are_named(packages: dict[str, Path], tmp_path: Path) -> None:
