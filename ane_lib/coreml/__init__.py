@@ -6,9 +6,20 @@
 - :func:`run` executes the package's program with a numpy reference executor.
 - :func:`report` checks it against the Neural Engine's layout rules (:class:`Report`).
 - :func:`predict_on_device` / :func:`compute_plan` use Core ML itself (macOS only).
+- :func:`compress` writes a weight-compressed (or W8A8) copy of a package;
+  :func:`run_dataset` / :func:`score_logits` run a package over a data set and score it.
 """
 
+from ane_lib.coreml.compress import (
+    calibration_ranges,
+    compress,
+    compressed_weights,
+    decompress,
+    package_bytes,
+    weight_bytes,
+)
 from ane_lib.coreml.device import ComputePlan, OpPlacement, compute_plan, predict_on_device
+from ane_lib.coreml.evaluate import LogitScore, run_dataset, score_logits
 from ane_lib.coreml.executor import (
     SUPPORTED_OPS,
     ExecutorError,
@@ -33,16 +44,22 @@ __all__ = [
     "UnsupportedOpError",
     "ComputePlan",
     "ExportError",
+    "LogitScore",
     "OpPlacement",
     "PackageInfo",
     "Report",
     "TensorInfo",
     "TensorSpec",
     "Verification",
+    "calibration_ranges",
+    "compress",
+    "compressed_weights",
     "compute_plan",
+    "decompress",
     "example_input",
     "export",
     "load_program",
+    "package_bytes",
     "package_io",
     "plot_padding_by_stage",
     "predict_on_device",
@@ -50,5 +67,8 @@ __all__ = [
     "read_export_metadata",
     "report",
     "run",
+    "run_dataset",
+    "score_logits",
     "verify",
+    "weight_bytes",
 ]

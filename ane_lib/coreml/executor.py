@@ -44,6 +44,9 @@ Implemented op types (``SUPPORTED_OPS``; the ``const`` op is read directly):
   band_part, cumsum, fill, fill_like, range_1d, one_hot, topk, argsort, sliding_windows
 - indexing: gather, gather_along_axis, gather_nd, select
 - control flow: cond, while_loop
+- compressed weights and quantized activations (``_ops_constexpr``): constexpr_affine_dequantize,
+  constexpr_blockwise_shift_scale, constexpr_cast, constexpr_lut_to_dense, constexpr_lut_to_sparse,
+  constexpr_sparse_blockwise_shift_scale, constexpr_sparse_to_dense, quantize, dequantize
 
 Any other op raises :class:`UnsupportedOpError` naming the op type and the op.
 """
@@ -58,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ane_lib._checks import check_choice
+from ane_lib.coreml import _ops_constexpr  # noqa: F401  (registers the constexpr ops in OPS)
 from ane_lib.coreml._ops import OPS, ExecutorError, OpArgs
 
 if TYPE_CHECKING:
