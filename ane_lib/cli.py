@@ -101,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
     ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
     ver.add_argument(
-        "--precision", choices=("fp16", "fp32"), default="fp16", help="executor precision (fp16)"
+        "--mode",
+        help="how the executor stores float values: declared (default: as the package types "
+        "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32)",
+    )
+    ver.add_argument(
+        "--precision", choices=("fp16", "fp32"), help="earlier name: fp16 = neural_engine_fp16, "
+        "fp32 = fp32_reference"
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(
@@ -252,6 +258,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _check_ints(args, ("window", "num_classes", "image_size", "seed", "samples", "input_seed"))
     if not 0.0 <= args.min_top1 <= 1.0:
         raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
+    from ane_lib.coreml.executor import resolve_mode
+
+    try:
+        mode = resolve_mode(args.mode, args.precision)  # before the model is built
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     path = _existing_package(args.path)
     name, options, weights = _recorded(read_export_metadata(path), path)
     name = args.model or name
@@ -273,7 +285,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     model = _build_model(name, options, 0 if seed is None else seed, weights_file)
     try:
         result = verify(
-            path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
+            path,
+            model,
+            samples=args.samples,
+            seed=args.input_seed,
+            mode=mode,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
