@@ -3,7 +3,8 @@ sampling at coordinates.
 
 Where the op definitions leave a rule out, the outputs Core ML produced in coremltools' own op
 tests (``coremltools/converters/mil/mil/ops/tests``) fix it: nearest-neighbour resizing reads
-source pixel ``floor(i * in_size / out_size)``; ``crop_resize`` samples a box like TensorFlow's
+source pixel ``floor(i * in_size / out_size)`` (``resize`` the nearest one, ``floor(i * in_size /
+out_size + 1/2)``); ``crop_resize`` samples a box like TensorFlow's
 ``crop_and_resize``; ``resample`` rounds to the nearest pixel half-to-even.
 """
 
@@ -52,10 +53,18 @@ def _linear_along(x: torch.Tensor, axis: int, grid: torch.Tensor) -> torch.Tenso
     return x.index_select(axis, low) * (1 - frac) + x.index_select(axis, high) * frac
 
 
-def _nearest_along(x: torch.Tensor, axis: int, size_out: int) -> torch.Tensor:
-    # output position i reads input floor(i * size_in / size_out)
+def _nearest_along(
+    x: torch.Tensor, axis: int, size_out: int, rounded: bool = False
+) -> torch.Tensor:
+    # output position i reads input floor(i * size_in / size_out) (upsample_nearest_neighbor,
+    # resize_nearest_neighbor) or, for resize's NEAREST_NEIGHBOR, the input nearest to that
+    # point, floor(i * size_in / size_out + 1/2) (Core ML's outputs in coremltools' tests:
+    # 2 rows resized to 3 read rows 0, 1, 1)
     size_in = x.shape[axis]
-    src = torch.div(torch.arange(size_out) * size_in, size_out, rounding_mode="floor")
+    scaled = torch.arange(size_out) * size_in
+    if rounded:
+        scaled = scaled + size_out // 2
+    src = torch.div(scaled, size_out, rounding_mode="floor")
     return x.index_select(axis, src.clamp(max=size_in - 1))
 
 
@@ -126,7 +135,7 @@ def _resize(a: OpArgs) -> torch.Tensor:
         axis = x.ndim - dims + j
         size_out = shape[len(shape) - dims + j] or x.shape[axis]
         if interpolation == "NEAREST_NEIGHBOR":
-            out = _nearest_along(out, axis, size_out)
+            out = _nearest_along(out, axis, size_out, rounded=True)
         else:
             out = _linear_along(out, axis, _grid(mode, x.shape[axis], size_out))
     return out
@@ -170,9 +179,11 @@ def _sample_2d(
         raise ValueError(f"unknown padding_mode {padding!r}")
 
     def read(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
         flat = (r.clamp(0, height - 1) * width + c.clamp(0, width - 1)).reshape(-1)
         got = image.reshape(image.shape[0], -1)[:, flat].reshape(image.shape[0], *r.shape)
+        if padding != "constant":  # positions already folded into the image: edges repeat
+            return got
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
         return torch.where(inside, got, torch.full((), value, dtype=image.dtype))
 
     if not bilinear:

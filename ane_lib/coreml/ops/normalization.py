@@ -68,13 +68,15 @@ def _l2_norm(a: OpArgs) -> torch.Tensor:
 
 @register("local_response_norm")
 def _local_response_norm(a: OpArgs) -> torch.Tensor:
-    # x: (N, C, *D): x_c / (k + alpha / size * sum_j x_j^2)^beta, j over the channels
-    # c - floor(size / 2) .. c + floor((size - 1) / 2) (Core ML's outputs in coremltools' op
-    # tests pin this window for even sizes)
+    # x: (*B, C, *D) -> x_c / (k + alpha / size * sum_j x_j^2)^beta, j over the channels
+    # c - floor(size / 2) .. c + floor((size - 1) / 2) (torch's LocalResponseNorm, which
+    # coremltools' op tests compare Core ML with). The channel axis is -3, as in Core ML's
+    # outputs: the definition says axis 1, but for a rank-3 input Core ML (coremltools' op
+    # tests) normalises across axis 0; for rank 4, -3 is axis 1
     x = a.get("x")
     size = a.int("size")
     alpha, beta, k = a.float("alpha", 1e-4), a.float("beta", 0.75), a.float("k", 1.0)
-    squares = (x * x).movedim(1, -1)  # (N, *D, C)
+    squares = (x * x).movedim(-3, -1)  # channels last
     padded = F.pad(squares, (size // 2, (size - 1) // 2))
-    window_sums = padded.unfold(-1, size, 1).sum(-1).movedim(-1, 1)
+    window_sums = padded.unfold(-1, size, 1).sum(-1).movedim(-1, -3)
     return x / torch.pow(k + alpha / size * window_sums, beta)
