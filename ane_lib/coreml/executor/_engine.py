@@ -182,7 +182,8 @@ def _accepts_fp16(op: Any, key: str, types: Any) -> bool:
 
 
 def _is_known(dim: Any) -> bool:
-    return isinstance(dim, (int, np.integer))
+    # a negative size is no size: coremltools declares topk(k=-1)'s axis as -1
+    return isinstance(dim, (int, np.integer)) and dim >= 0
 
 
 class _Executor:

@@ -37,14 +37,14 @@ def _gather(a: OpArgs) -> torch.Tensor:
     idx = _indices(a, "indices", x.shape[axis])
     if batch_dims == 0:
         picked = x.index_select(axis, idx.reshape(-1))
-        return picked.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :])
+        return picked.reshape((*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))
     batch = x.shape[:batch_dims]
     xs = x.reshape(-1, *x.shape[batch_dims:])
     ids = idx.reshape(-1, *idx.shape[batch_dims:])
     inner = axis - batch_dims
     parts = [
         xb.index_select(inner, ib.reshape(-1)).reshape(
-            *xb.shape[:inner], *ib.shape, *xb.shape[inner + 1 :]
+            (*xb.shape[:inner], *ib.shape, *xb.shape[inner + 1 :])
         )
         for xb, ib in zip(xs, ids, strict=True)
     ]

@@ -110,8 +110,8 @@ def _slice_indices(a: OpArgs, shape: tuple[int, ...]) -> tuple[list[torch.Tensor
     squeeze = list(a.bools("squeeze_mask", rank))
     picks: list[torch.Tensor] = []
     for i, size in enumerate(shape):
-        if squeeze[i]:
-            picks.append(torch.tensor([norm_axis(begin[i], size)]))
+        if squeeze[i]:  # the index begin[i] (0 under begin_mask, which applies first)
+            picks.append(torch.tensor([0 if begin_mask[i] else norm_axis(begin[i], size)]))
             continue
         window = slice(
             None if begin_mask[i] else begin[i], None if end_mask[i] else end[i], stride[i]
