@@ -83,8 +83,14 @@ def test_parametric_activations(op: str, alpha: float, beta: float) -> None:
     def expected(x: Any, alpha: Any = None, beta: Any = None) -> Any:
         return reference(x, alpha, beta)
 
-    check(op, lambda x, **p: fn(x=x, **p), {"x": _x(seed=1)}, expected, params=params,
-          what=f"alpha={alpha} beta={beta}")  # fmt: skip
+    check(
+        op,
+        lambda x, **p: fn(x=x, **p),
+        {"x": _x(seed=1)},
+        expected,
+        params=params,
+        what=f"alpha={alpha} beta={beta}",
+    )
 
 
 @pytest.mark.parametrize("rank", [3, 4, 5])
@@ -117,8 +123,13 @@ def test_softmax(axis: int) -> None:
         e = np.exp(x - x.max(axis=axis, keepdims=True))
         return e / e.sum(axis=axis, keepdims=True)
 
-    check("softmax", lambda x: mb.softmax(x=x, axis=axis), {"x": _x(scale=4)}, reference,
-          what=f"axis {axis}")  # fmt: skip
+    check(
+        "softmax",
+        lambda x: mb.softmax(x=x, axis=axis),
+        {"x": _x(scale=4)},
+        reference,
+        what=f"axis {axis}",
+    )
 
 
 def test_every_activation_is_covered() -> None:

@@ -19,7 +19,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,8 +46,10 @@ def conv_reference(
     """The definition, summed tap by tap in float64."""
     xp = np.pad(x, [(0, 0), (0, 0), *pads])
     kernel = w.shape[2:]
-    outs = [(xp.shape[2 + i] - (k - 1) * d - 1) // s + 1
-            for i, (k, d, s) in enumerate(zip(kernel, dilations, strides, strict=True))]  # fmt: skip
+    outs = [
+        (xp.shape[2 + i] - (k - 1) * d - 1) // s + 1
+        for i, (k, d, s) in enumerate(zip(kernel, dilations, strides, strict=True))
+    ]
     c_out = w.shape[0]
     cin_g, cout_g = x.shape[1] // groups, c_out // groups
     out = np.zeros((x.shape[0], c_out, *outs))
@@ -77,8 +78,10 @@ def _conv_case(draw: Any) -> dict[str, Any]:
     dilations = [draw(st.integers(1, 2)) for _ in range(n_sp)]
     pad_type = draw(st.sampled_from(["valid", "same", "same_lower", "custom"]))
     pad = [draw(st.integers(0, 2)) for _ in range(2 * n_sp)]
-    sizes = [max((k - 1) * d + 1, draw(st.integers(2, 6 if n_sp < 3 else 4)))
-             for k, d in zip(kernel, dilations, strict=True)]  # fmt: skip
+    sizes = [
+        max((k - 1) * d + 1, draw(st.integers(2, 6 if n_sp < 3 else 4)))
+        for k, d in zip(kernel, dilations, strict=True)
+    ]
     return {
         "x": (1 + draw(st.integers(0, 1)), groups * cin_g, *sizes),
         "w": (groups * cout_g, cin_g, *kernel),
@@ -100,8 +103,12 @@ def test_conv(case: dict[str, Any], seed: int) -> None:
     if case["bias"]:
         params["bias"] = r.normal(size=case["w"][0])
     pad_type, pad = case["pad_type"], case["pad"]
-    attrs = {"strides": case["strides"], "dilations": case["dilations"], "groups": case["groups"],
-             "pad_type": pad_type}  # fmt: skip
+    attrs = {
+        "strides": case["strides"],
+        "dilations": case["dilations"],
+        "groups": case["groups"],
+        "pad_type": pad_type,
+    }
     if pad_type == "custom":
         attrs["pad"] = pad
     pads = _pads(pad_type, pad, case["x"][2:], case["w"][2:], case["strides"], case["dilations"])
@@ -111,12 +118,20 @@ def test_conv(case: dict[str, Any], seed: int) -> None:
             x, weight, bias, case["strides"], case["dilations"], pads, case["groups"]
         )
 
-    check("conv", lambda x, **p: mb.conv(x=x, **p, **attrs), {"x": x}, reference, params=params,
-          fp16_extra=1e-4, what=str(case))  # fmt: skip
+    check(
+        "conv",
+        lambda x, **p: mb.conv(x=x, **p, **attrs),
+        {"x": x},
+        reference,
+        params=params,
+        fp16_extra=1e-4,
+        what=str(case),
+    )
 
 
-def conv_transpose_reference(x: Any, w: Any, b: Any, strides: Any, dilations: Any, groups: int,
-                             crops: Any, sizes: Any) -> Any:  # fmt: skip
+def conv_transpose_reference(
+    x: Any, w: Any, b: Any, strides: Any, dilations: Any, groups: int, crops: Any, sizes: Any
+) -> Any:
     """The definition: every input value scattered through the kernel, then cropped."""
     n_sp = x.ndim - 2
     kernel = w.shape[2:]
@@ -154,10 +169,18 @@ def _conv_transpose_case(draw: Any) -> dict[str, Any]:
     pad_type = draw(st.sampled_from(["valid", "same", "custom", "output_shape"]))
     pad = [draw(st.integers(0, 1)) for _ in range(2 * n_sp)]
     sizes = [draw(st.integers(1, 5)) for _ in range(n_sp)]
-    return {"x": (1, groups * draw(st.integers(1, 2)), *sizes), "cout_g": draw(st.integers(1, 2)),
-            "kernel": kernel, "strides": strides, "dilations": dilations, "groups": groups,
-            "pad_type": pad_type, "pad": pad, "extra": [draw(st.integers(0, 1)) for _ in range(n_sp)],
-            "bias": draw(st.booleans())}  # fmt: skip
+    return {
+        "x": (1, groups * draw(st.integers(1, 2)), *sizes),
+        "cout_g": draw(st.integers(1, 2)),
+        "kernel": kernel,
+        "strides": strides,
+        "dilations": dilations,
+        "groups": groups,
+        "pad_type": pad_type,
+        "pad": pad,
+        "extra": [draw(st.integers(0, 1)) for _ in range(n_sp)],
+        "bias": draw(st.booleans()),
+    }
 
 
 @settings(max_examples=30, deadline=None)
@@ -205,8 +228,15 @@ def test_conv_transpose(case: dict[str, Any], seed: int) -> None:
     def reference(x: Any, weight: Any, bias: Any = None) -> Any:
         return conv_transpose_reference(x, weight, bias, strides, dilations, groups, crops, sizes)
 
-    check("conv_transpose", lambda x, **p: mb.conv_transpose(x=x, **p, **attrs), {"x": x}, reference,
-          params=params, fp16_extra=1e-4, what=str(case))  # fmt: skip
+    check(
+        "conv_transpose",
+        lambda x, **p: mb.conv_transpose(x=x, **p, **attrs),
+        {"x": x},
+        reference,
+        params=params,
+        fp16_extra=1e-4,
+        what=str(case),
+    )
 
 
 def test_every_conv_op_is_covered_or_declined() -> None:

@@ -87,8 +87,14 @@ def test_functions_with_epsilon(op: str, reference: Any, default: float, epsilon
     if epsilon is None:  # the default, which the op holds in fp32
         check(op, lambda x: fn(x=x), {"x": x}, lambda x: reference(x, default), what="default")
     else:
-        check(op, lambda x, epsilon: fn(x=x, epsilon=epsilon), {"x": x}, reference,
-              params={"epsilon": epsilon}, what=f"epsilon={epsilon}")  # fmt: skip
+        check(
+            op,
+            lambda x, epsilon: fn(x=x, epsilon=epsilon),
+            {"x": x},
+            reference,
+            params={"epsilon": epsilon},
+            what=f"epsilon={epsilon}",
+        )
 
 
 @pytest.mark.parametrize(("alpha", "beta"), [(-0.5, 0.7), (0.0, 6.0), (-2.0, -1.0)])
@@ -115,8 +121,16 @@ def test_logical_not() -> None:
     check("logical_not", lambda x: mb.logical_not(x=x), {"x": x}, np.logical_not)
 
 
-_NP = {"fp32": np.float32, "fp16": np.float16, "int32": np.int32, "int16": np.int16,
-       "int8": np.int8, "uint8": np.uint8, "uint16": np.uint16, "bool": np.bool_}  # fmt: skip
+_NP = {
+    "fp32": np.float32,
+    "fp16": np.float16,
+    "int32": np.int32,
+    "int16": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "bool": np.bool_,
+}
 
 
 @pytest.mark.parametrize("source", ["fp32", "int32", "bool"])
@@ -143,8 +157,14 @@ def test_cast(source: str, target: str) -> None:
             return np.asarray(x, np.float64)
         return np.trunc(np.asarray(x, np.float64)).astype(_NP[target])
 
-    check("cast", lambda x: mb.cast(x=x, dtype=target), {"x": x}, reference, opset=IOS17,
-          what=f"{source} -> {target}")  # fmt: skip
+    check(
+        "cast",
+        lambda x: mb.cast(x=x, dtype=target),
+        {"x": x},
+        reference,
+        opset=IOS17,
+        what=f"{source} -> {target}",
+    )
 
 
 def test_every_unary_op_is_covered() -> None:

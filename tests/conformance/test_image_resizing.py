@@ -65,19 +65,27 @@ def _linear(x: Any, axis: int, grid: Any) -> Any:
 def test_upsample_nearest_neighbor(sh: float, sw: float) -> None:
     x = _R.normal(size=(2, 3, 4, 5)).astype(np.float32)
     hout, wout = math.floor(4 * sh), math.floor(5 * sw)
-    check("upsample_nearest_neighbor",
-          lambda x: mb.upsample_nearest_neighbor(x=x, scale_factor_height=sh, scale_factor_width=sw),
-          {"x": x}, lambda x: _nearest(_nearest(x, 2, hout), 3, wout), what=f"{sh} {sw}")  # fmt: skip
+    check(
+        "upsample_nearest_neighbor",
+        lambda x: mb.upsample_nearest_neighbor(x=x, scale_factor_height=sh, scale_factor_width=sw),
+        {"x": x},
+        lambda x: _nearest(_nearest(x, 2, hout), 3, wout),
+        what=f"{sh} {sw}",
+    )
 
 
 def test_upsample_nearest_neighbor_matches_core_ml_outputs() -> None:
     # coremltools' iOS15 TestUpsampleNearestNeighborFractionalScales (Core ML, CPU)
     x = np.array([1.5, -2.5, 3.5], dtype=np.float32).reshape([1, 1, 1, 3])
-    program = build(lambda x: (
-        mb.upsample_nearest_neighbor(x=x, scale_factor_height=1.0, scale_factor_width=1.0),
-        mb.upsample_nearest_neighbor(x=x, scale_factor_height=3.17, scale_factor_width=0.67),
-        mb.upsample_nearest_neighbor(x=x, scale_factor_height=2.0, scale_factor_width=1.12),
-    ), {"x": x}, IOS15)  # fmt: skip
+    program = build(
+        lambda x: (
+            mb.upsample_nearest_neighbor(x=x, scale_factor_height=1.0, scale_factor_width=1.0),
+            mb.upsample_nearest_neighbor(x=x, scale_factor_height=3.17, scale_factor_width=0.67),
+            mb.upsample_nearest_neighbor(x=x, scale_factor_height=2.0, scale_factor_width=1.12),
+        ),
+        {"x": x},
+        IOS15,
+    )
     same, shrunk, widened = run_built(program, {"x": x})
     np.testing.assert_array_equal(same, x)
     np.testing.assert_array_equal(shrunk, np.array([1.5, -2.5] * 3, np.float32).reshape(1, 1, 3, 2))
@@ -89,9 +97,12 @@ def test_upsample_nearest_neighbor_matches_core_ml_outputs() -> None:
 @pytest.mark.parametrize(("th", "tw"), [(1, 1), (3, 7), (8, 2)])
 def test_resize_nearest_neighbor(th: int, tw: int) -> None:
     x = _R.normal(size=(3, 4, 5)).astype(np.float32)
-    check("resize_nearest_neighbor",
-          lambda x: mb.resize_nearest_neighbor(x=x, target_size_height=th, target_size_width=tw),
-          {"x": x}, lambda x: _nearest(_nearest(x, 1, th), 2, tw))  # fmt: skip
+    check(
+        "resize_nearest_neighbor",
+        lambda x: mb.resize_nearest_neighbor(x=x, target_size_height=th, target_size_width=tw),
+        {"x": x},
+        lambda x: _nearest(_nearest(x, 1, th), 2, tw),
+    )
 
 
 @pytest.mark.parametrize("scales", [(1.0, 3.0), (2.0, 2.0), (2.6, 1.0), (0.5, 0.75), (1.5, 2.25)])
@@ -112,9 +123,14 @@ def test_upsample_bilinear(scales: Any, align: bool, half_pixel: Any) -> None:
     }
     if half_pixel is not None:
         kwargs["half_pixel_centers"] = half_pixel
-    check("upsample_bilinear", lambda x: mb.upsample_bilinear(x=x, **kwargs), {"x": x},
-          lambda x: _linear(_linear(x, 2, _grid(mode, 4, hout)), 3, _grid(mode, 5, wout)),
-          opset=IOS16, what=str(kwargs))  # fmt: skip
+    check(
+        "upsample_bilinear",
+        lambda x: mb.upsample_bilinear(x=x, **kwargs),
+        {"x": x},
+        lambda x: _linear(_linear(x, 2, _grid(mode, 4, hout)), 3, _grid(mode, 5, wout)),
+        opset=IOS16,
+        what=str(kwargs),
+    )
     if half_pixel is None:  # PyTorch's bilinear interpolation, recompute_scale_factor=True
         ref = F.interpolate(
             torch.from_numpy(x), size=(hout, wout), mode="bilinear", align_corners=align
@@ -128,10 +144,18 @@ def test_upsample_bilinear(scales: Any, align: bool, half_pixel: Any) -> None:
 def test_upsample_bilinear_matches_core_ml_outputs() -> None:
     # coremltools' iOS14 TestUpsampleBilinear smoke test (Core ML's outputs)
     x = np.array([0, 1], dtype=np.float32).reshape(1, 1, 2)
-    program = build(lambda x: (
-        mb.upsample_bilinear(x=x, scale_factor_height=1, scale_factor_width=3, align_corners=True),
-        mb.upsample_bilinear(x=x, scale_factor_height=1.0, scale_factor_width=2.6, align_corners=False),
-    ), {"x": x}, IOS15)  # fmt: skip
+    program = build(
+        lambda x: (
+            mb.upsample_bilinear(
+                x=x, scale_factor_height=1, scale_factor_width=3, align_corners=True
+            ),
+            mb.upsample_bilinear(
+                x=x, scale_factor_height=1.0, scale_factor_width=2.6, align_corners=False
+            ),
+        ),
+        {"x": x},
+        IOS15,
+    )
     aligned, fractional = run_built(program, {"x": x})
     np.testing.assert_allclose(aligned.ravel(), [0, 0.2, 0.4, 0.6, 0.8, 1], atol=1e-6)
     np.testing.assert_allclose(fractional.ravel(), [0, 0.1, 0.5, 0.9, 1], atol=1e-6)
@@ -154,8 +178,12 @@ DOC_GRIDS = {
 @pytest.mark.parametrize(("mode", "n"), list(DOC_GRIDS))
 def test_resize_bilinear_grid_of_the_definition(mode: str, n: int) -> None:
     x = np.array([0, 1], dtype=np.float32).reshape(1, 1, 2)
-    program = build(lambda x: mb.resize_bilinear(x=x, target_size_height=1, target_size_width=n,
-                                                 sampling_mode=mode), {"x": x})  # fmt: skip
+    program = build(
+        lambda x: mb.resize_bilinear(
+            x=x, target_size_height=1, target_size_width=n, sampling_mode=mode
+        ),
+        {"x": x},
+    )
     (got,) = run_built(program, {"x": x})
     np.testing.assert_allclose(got.ravel(), DOC_GRIDS[(mode, n)], atol=2e-3)  # the doc rounds
 
@@ -167,10 +195,15 @@ def test_resize_bilinear_grid_of_the_definition(mode: str, n: int) -> None:
 @pytest.mark.parametrize(("th", "tw"), [(1, 1), (3, 8), (6, 2)])
 def test_resize_bilinear(mode: str, th: int, tw: int) -> None:
     x = _R.normal(size=(2, 4, 5)).astype(np.float32)
-    check("resize_bilinear",
-          lambda x: mb.resize_bilinear(x=x, target_size_height=th, target_size_width=tw, sampling_mode=mode),
-          {"x": x}, lambda x: _linear(_linear(x, 1, _grid(mode, 4, th)), 2, _grid(mode, 5, tw)),
-          what=mode)  # fmt: skip
+    check(
+        "resize_bilinear",
+        lambda x: mb.resize_bilinear(
+            x=x, target_size_height=th, target_size_width=tw, sampling_mode=mode
+        ),
+        {"x": x},
+        lambda x: _linear(_linear(x, 1, _grid(mode, 4, th)), 2, _grid(mode, 5, tw)),
+        what=mode,
+    )
 
 
 @pytest.mark.parametrize("mode", ["LINEAR", "NEAREST_NEIGHBOR"])
@@ -190,16 +223,33 @@ def test_resize(mode: str, shape: list[int], dims: int) -> None:
             )
         return out
 
-    check("resize", lambda x: mb.resize(x=x, shape=np.array(shape, np.int32), resized_dims=np.uint32(dims),
-                                        interpolation_mode=mode, sampling_mode="DEFAULT"),
-          {"x": x}, reference, what=f"{shape} {dims}")  # fmt: skip
+    check(
+        "resize",
+        lambda x: mb.resize(
+            x=x,
+            shape=np.array(shape, np.int32),
+            resized_dims=np.uint32(dims),
+            interpolation_mode=mode,
+            sampling_mode="DEFAULT",
+        ),
+        {"x": x},
+        reference,
+        what=f"{shape} {dims}",
+    )
 
 
 def test_resize_matches_core_ml_outputs() -> None:
     # coremltools' iOS17 TestResize (Core ML's outputs)
     x = np.array([-6.174, 9.371], dtype=np.float32).reshape([1, 1, 1, 2, 1])
-    program = build(lambda x: mb.resize(x=x, shape=[1, 1, 3, 2], resized_dims=np.uint32(2),
-                                        interpolation_mode="NEAREST_NEIGHBOR"), {"x": x})  # fmt: skip
+    program = build(
+        lambda x: mb.resize(
+            x=x,
+            shape=[1, 1, 3, 2],
+            resized_dims=np.uint32(2),
+            interpolation_mode="NEAREST_NEIGHBOR",
+        ),
+        {"x": x},
+    )
     (got,) = run_built(program, {"x": x})
     np.testing.assert_array_equal(
         got.ravel(), np.float32([-6.174, -6.174, 9.371, 9.371, 9.371, 9.371])
@@ -212,8 +262,12 @@ def test_resize_matches_core_ml_outputs() -> None:
 
 def test_crop() -> None:
     x = _R.normal(size=(2, 3, 6, 7)).astype(np.float32)
-    check("crop", lambda x: mb.crop(x=x, crop_height=[1, 2], crop_width=[0, 3]), {"x": x},
-          lambda x: x[..., 1:4, 0:4])  # fmt: skip
+    check(
+        "crop",
+        lambda x: mb.crop(x=x, crop_height=[1, 2], crop_width=[0, 3]),
+        {"x": x},
+        lambda x: x[..., 1:4, 0:4],
+    )
 
 
 def test_crop_resize_matches_core_ml_outputs() -> None:
@@ -226,8 +280,14 @@ def test_crop_resize_matches_core_ml_outputs() -> None:
     roi_invert = np.array([[2, 2, 1, 1]], dtype=np.float32).reshape(1, 1, 4, 1, 1)
 
     def crop(roi: Any, size: int, normalized: bool = False) -> Any:
-        return lambda x: mb.crop_resize(x=x, roi=roi, target_width=size, target_height=size,
-                                        normalized_coordinates=normalized, sampling_mode="ALIGN_CORNERS")  # fmt: skip
+        return lambda x: mb.crop_resize(
+            x=x,
+            roi=roi,
+            target_width=size,
+            target_height=size,
+            normalized_coordinates=normalized,
+            sampling_mode="ALIGN_CORNERS",
+        )
 
     expected = [
         (crop(roi, 2), [6, 7, 10, 11]),
@@ -251,7 +311,7 @@ def test_crop_resize_matches_core_ml_outputs() -> None:
                 10.666666,
                 11,
             ],
-        ),  # fmt: skip
+        ),
         (crop(roi, 1), [8.5]),
         (crop(roi_normalized, 2, True), [1, 2, 5, 6]),
         (crop(roi_invert, 2), [11, 10, 7, 6]),
@@ -307,11 +367,24 @@ def test_crop_resize_boxes(mode: str) -> None:
                     out[n, :, i, j] = top * (1 - fr) + bottom * fr
         return out
 
-    check("crop_resize",
-          lambda x: mb.crop_resize(x=x, boxes=boxes, box_indices=index, target_height=3, target_width=4,
-                                   box_coordinate_mode=mode, sampling_mode="STRICT_ALIGN_CORNERS",
-                                   pad_value=np.float32(-2.0) if x.dtype != 1 else np.float16(-2.0)),
-          {"x": x}, reference, opset=IOS17, fp16=False, what=mode)  # fmt: skip
+    check(
+        "crop_resize",
+        lambda x: mb.crop_resize(
+            x=x,
+            boxes=boxes,
+            box_indices=index,
+            target_height=3,
+            target_width=4,
+            box_coordinate_mode=mode,
+            sampling_mode="STRICT_ALIGN_CORNERS",
+            pad_value=np.float32(-2.0) if x.dtype != 1 else np.float16(-2.0),
+        ),
+        {"x": x},
+        reference,
+        opset=IOS17,
+        fp16=False,
+        what=mode,
+    )
 
 
 def test_resample_matches_core_ml_outputs() -> None:
@@ -335,9 +408,19 @@ def test_resample_matches_core_ml_outputs() -> None:
         ("nearest", "symmetric", -1.0, "normalized_zero_to_one", False, [22.0, 33.0, 11.0, 33.0]),
     ]
     for sampling, padding, value, coordinates_mode, align, expected in cases:
-        program = build(lambda x, c, s=sampling, p=padding, v=value, m=coordinates_mode, a=align: mb.resample(
-            x=x, coordinates=c, sampling_mode=s, padding_mode=p, padding_value=np.float32(v),
-            coordinates_mode=m, align_corners=a), {"x": x, "c": coords}, IOS16)  # fmt: skip
+        program = build(
+            lambda x, c, s=sampling, p=padding, v=value, m=coordinates_mode, a=align: mb.resample(
+                x=x,
+                coordinates=c,
+                sampling_mode=s,
+                padding_mode=p,
+                padding_value=np.float32(v),
+                coordinates_mode=m,
+                align_corners=a,
+            ),
+            {"x": x, "c": coords},
+            IOS16,
+        )
         (got,) = run_built(program, {"x": x, "c": coords})
         np.testing.assert_allclose(
             got.ravel(), expected, rtol=1e-5, err_msg=f"{sampling} {padding}"
@@ -356,13 +439,27 @@ def test_resample_agrees_with_torch_grid_sample(sampling: str, padding: str, ali
         pytest.skip("Core ML's rule for this combination is not documented")
     x = _R.normal(size=(2, 3, 5, 6)).astype(np.float32)
     coords = _R.uniform(-1.4, 1.4, (2, 4, 3, 2)).astype(np.float32)
-    program = build(lambda x, c: mb.resample(x=x, coordinates=c, sampling_mode=sampling, padding_mode=padding,
-                                             padding_value=np.float32(0.0),
-                                             coordinates_mode="normalized_minus_one_to_one",
-                                             align_corners=align), {"x": x, "c": coords}, IOS16)  # fmt: skip
+    program = build(
+        lambda x, c: mb.resample(
+            x=x,
+            coordinates=c,
+            sampling_mode=sampling,
+            padding_mode=padding,
+            padding_value=np.float32(0.0),
+            coordinates_mode="normalized_minus_one_to_one",
+            align_corners=align,
+        ),
+        {"x": x, "c": coords},
+        IOS16,
+    )
     (got,) = run_built(program, {"x": x, "c": coords})
-    ref = F.grid_sample(torch.from_numpy(x).double(), torch.from_numpy(coords).double(), mode=sampling,
-                        padding_mode=padding, align_corners=align)  # fmt: skip
+    ref = F.grid_sample(
+        torch.from_numpy(x).double(),
+        torch.from_numpy(coords).double(),
+        mode=sampling,
+        padding_mode=padding,
+        align_corners=align,
+    )
     assert_fp32(got, ref.numpy(), f"resample {sampling} {padding} {align}")
 
 
@@ -375,22 +472,46 @@ def test_affine_agrees_with_torch_affine_grid(per_batch: bool) -> None:
         [[0.9, 0.2, 0.1, -0.3, 1.1, 0.05], [1.2, -0.1, -0.2, 0.1, 0.8, 0.3]], np.float32
     )
     matrix = matrix if per_batch else matrix[:1]
-    program = build(lambda x: mb.affine(x=x, transform_matrix=matrix, output_height=4, output_width=7,
-                                        sampling_mode="bilinear", padding_mode="constant",
-                                        padding_value=np.float32(0.0),
-                                        coordinates_mode="normalized_minus_one_to_one",
-                                        align_corners=True), {"x": x}, IOS15)  # fmt: skip
+    program = build(
+        lambda x: mb.affine(
+            x=x,
+            transform_matrix=matrix,
+            output_height=4,
+            output_width=7,
+            sampling_mode="bilinear",
+            padding_mode="constant",
+            padding_value=np.float32(0.0),
+            coordinates_mode="normalized_minus_one_to_one",
+            align_corners=True,
+        ),
+        {"x": x},
+        IOS15,
+    )
     (got,) = run_built(program, {"x": x})
     theta = torch.from_numpy(np.broadcast_to(matrix, (2, 6)).reshape(2, 2, 3).copy()).double()
     grid = F.affine_grid(theta, [2, 3, 4, 7], align_corners=True)
-    ref = F.grid_sample(torch.from_numpy(x).double(), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=True)  # fmt: skip
+    ref = F.grid_sample(
+        torch.from_numpy(x).double(),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )
     assert_fp32(got, ref.numpy(), "affine")
 
 
 def test_every_resampling_op_is_covered() -> None:
     from ane_lib.coreml.ops import REGISTRY
 
-    covered = {"upsample_nearest_neighbor", "resize_nearest_neighbor", "upsample_bilinear",
-               "resize_bilinear", "resize", "crop", "crop_resize", "resample", "affine"}  # fmt: skip
+    covered = {
+        "upsample_nearest_neighbor",
+        "resize_nearest_neighbor",
+        "upsample_bilinear",
+        "resize_bilinear",
+        "resize",
+        "crop",
+        "crop_resize",
+        "resample",
+        "affine",
+    }
     assert {n for n, d in REGISTRY.items() if d.family == "image_resizing"} == covered

@@ -69,8 +69,13 @@ def test_matmul(case: Any, seed: int) -> None:
         b = np.swapaxes(y, -1, -2) if ty and y.ndim > 1 else y
         return np.matmul(a, b)
 
-    check("matmul", lambda x, y: mb.matmul(x=x, y=y, transpose_x=tx, transpose_y=ty),
-          {"x": x, "y": y}, reference, what=f"{xs} {ys} {tx} {ty}")  # fmt: skip
+    check(
+        "matmul",
+        lambda x, y: mb.matmul(x=x, y=y, transpose_x=tx, transpose_y=ty),
+        {"x": x, "y": y},
+        reference,
+        what=f"{xs} {ys} {tx} {ty}",
+    )
 
 
 def test_matmul_int32() -> None:
@@ -91,8 +96,13 @@ EINSUMS = [
 @pytest.mark.parametrize(("equation", "xs", "ys"), EINSUMS)
 def test_einsum(equation: str, xs: tuple[int, ...], ys: tuple[int, ...]) -> None:
     x, y = _R.normal(size=xs).astype(np.float32), _R.normal(size=ys).astype(np.float32)
-    check("einsum", lambda x, y: mb.einsum(values=(x, y), equation=equation), {"x": x, "y": y},
-          lambda x, y: np.einsum(equation, x, y), what=equation)  # fmt: skip
+    check(
+        "einsum",
+        lambda x, y: mb.einsum(values=(x, y), equation=equation),
+        {"x": x, "y": y},
+        lambda x, y: np.einsum(equation, x, y),
+        what=equation,
+    )
 
 
 @pytest.mark.parametrize("mask", [None, "bool", "float"])
@@ -124,8 +134,16 @@ def test_scaled_dot_product_attention(mask: Any, l_len: int, s_len: int, ev: int
         return (e / e.sum(-1, keepdims=True)) @ v
 
     # a float mask has the query's type: fp32 here (the fp16 variant is covered unmasked)
-    check("scaled_dot_product_attention", build, inputs, reference, opset=IOS18,
-          fp16=mask != "float", fp16_extra=1e-4, what=f"mask={mask}")  # fmt: skip
+    check(
+        "scaled_dot_product_attention",
+        build,
+        inputs,
+        reference,
+        opset=IOS18,
+        fp16=mask != "float",
+        fp16_extra=1e-4,
+        what=f"mask={mask}",
+    )
 
 
 def test_every_linear_op_is_covered() -> None:

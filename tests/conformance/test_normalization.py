@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance._harness import IOS15, IOS17, check, ct, mb, run_built, build
+from conformance._harness import IOS15, IOS17, build, check, ct, mb, run_built
 
 _R = np.random.default_rng(11)
 
@@ -46,8 +46,14 @@ def test_batch_norm(rank: int, affine: bool, epsilon: Any) -> None:
             y = y * _per(gamma, rank) + _per(beta, rank)
         return y
 
-    check("batch_norm", lambda x, **p: mb.batch_norm(x=x, **p), {"x": x}, reference, params=params,
-          what=f"rank {rank} affine={affine} eps={epsilon}")  # fmt: skip
+    check(
+        "batch_norm",
+        lambda x, **p: mb.batch_norm(x=x, **p),
+        {"x": x},
+        reference,
+        params=params,
+        what=f"rank {rank} affine={affine} eps={epsilon}",
+    )
 
 
 def test_batch_norm_fp16_statistics_on_fp32_input() -> None:
@@ -76,8 +82,14 @@ def test_instance_norm(rank: int, affine: bool) -> None:
         y = (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + epsilon)
         return y if gamma is None else y * _per(gamma, rank) + _per(beta, rank)
 
-    check("instance_norm", lambda x, **p: mb.instance_norm(x=x, **p), {"x": x}, reference,
-          params=params, fp16_extra=1e-3)  # fmt: skip
+    check(
+        "instance_norm",
+        lambda x, **p: mb.instance_norm(x=x, **p),
+        {"x": x},
+        reference,
+        params=params,
+        fp16_extra=1e-3,
+    )
 
 
 # (axes omitted cannot be built: coremltools' default range(rank) is not a valid constant)
@@ -99,8 +111,15 @@ def test_layer_norm(axes: Any, affine: bool) -> None:
         y = (x - x.mean(dims, keepdims=True)) / np.sqrt(x.var(dims, keepdims=True) + epsilon)
         return y if gamma is None else y * gamma.reshape(full) + beta.reshape(full)
 
-    check("layer_norm", lambda x, **p: mb.layer_norm(x=x, axes=axes, **p), {"x": x}, reference,
-          params=params, fp16_extra=1e-3, what=f"axes={axes}")  # fmt: skip
+    check(
+        "layer_norm",
+        lambda x, **p: mb.layer_norm(x=x, axes=axes, **p),
+        {"x": x},
+        reference,
+        params=params,
+        fp16_extra=1e-3,
+        what=f"axes={axes}",
+    )
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 5), (2, 3, 4, 5), (2, 2, 3, 2, 4)])
@@ -149,14 +168,25 @@ def test_local_response_norm_matches_core_ml_outputs() -> None:
     # (1, 3, 2) input every value is normalised by its own square only, so the channel axis
     # is -3 (size 1 here), not axis 1
     x = np.array([[[1.0, -7.0], [5.0, -6.0], [-3.0, -5.0]]], dtype=np.float32)
-    program = build(lambda x: (mb.local_response_norm(x=x, size=2),
-                               mb.local_response_norm(x=x, size=3, alpha=1e-4, beta=0.75, k=1.0)),
-                    {"x": x}, IOS15)  # fmt: skip
+    program = build(
+        lambda x: (
+            mb.local_response_norm(x=x, size=2),
+            mb.local_response_norm(x=x, size=3, alpha=1e-4, beta=0.75, k=1.0),
+        ),
+        {"x": x},
+        IOS15,
+    )
     size2, size3 = run_built(program, {"x": x})
-    np.testing.assert_allclose(size2, [[[0.99996257, -6.98716545], [4.99531746, -5.99191284],
-                                        [-2.99898791, -4.99531746]]], rtol=1e-6)  # fmt: skip
-    np.testing.assert_allclose(size3, [[[0.99997497, -6.99143696], [4.99687672, -5.99460602],
-                                        [-2.99932504, -4.99687672]]], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        size2,
+        [[[0.99996257, -6.98716545], [4.99531746, -5.99191284], [-2.99898791, -4.99531746]]],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        size3,
+        [[[0.99997497, -6.99143696], [4.99687672, -5.99460602], [-2.99932504, -4.99687672]]],
+        rtol=1e-6,
+    )
 
 
 def test_every_normalization_is_covered() -> None:

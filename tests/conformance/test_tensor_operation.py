@@ -42,8 +42,13 @@ def test_concat(axis: int, interleave: bool) -> None:
         return stacked.reshape(shape)
 
     # coremltools' value inference ignores interleave (it concatenates): compared without it
-    check("concat", lambda a, b, c: mb.concat(values=(a, b, c), axis=axis, interleave=interleave),
-          {"a": a, "b": b, "c": c}, reference, value_inference=not interleave)  # fmt: skip
+    check(
+        "concat",
+        lambda a, b, c: mb.concat(values=(a, b, c), axis=axis, interleave=interleave),
+        {"a": a, "b": b, "c": c},
+        reference,
+        value_inference=not interleave,
+    )
 
 
 def test_concat_of_scalars_makes_a_vector() -> None:
@@ -69,8 +74,12 @@ def test_concat_of_scalars_makes_a_vector() -> None:
 @pytest.mark.parametrize("axis", [-4, 0, 2, 3])
 def test_stack(axis: int) -> None:
     a, b = _x(2, 3, 4), _x(2, 3, 4)
-    check("stack", lambda a, b: mb.stack(values=(a, b), axis=axis), {"a": a, "b": b},
-          lambda a, b: np.stack([a, b], axis=axis))  # fmt: skip
+    check(
+        "stack",
+        lambda a, b: mb.stack(values=(a, b), axis=axis),
+        {"a": a, "b": b},
+        lambda a, b: np.stack([a, b], axis=axis),
+    )
 
 
 @pytest.mark.parametrize(
@@ -79,8 +88,12 @@ def test_stack(axis: int) -> None:
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_split(kwargs: Any, cuts: Any, axis: int) -> None:
     x = _x(2, 6, 6)
-    check("split", lambda x: mb.split(x=x, axis=axis, **kwargs), {"x": x},
-          lambda x: tuple(np.split(x, cuts, axis=axis)))  # fmt: skip
+    check(
+        "split",
+        lambda x: mb.split(x=x, axis=axis, **kwargs),
+        {"x": x},
+        lambda x: tuple(np.split(x, cuts, axis=axis)),
+    )
 
 
 @pytest.mark.parametrize("reps", [[1, 1, 1], [2, 1, 3], [1, 4, 1]])
@@ -94,8 +107,13 @@ def test_flatten2d(axis: int) -> None:
     x = _x(2, 3, 4)
     a = axis % 3 if axis < 0 else axis
     # coremltools' value inference fails for axis 0 and 3 (np.prod([]) is the float 1.0)
-    check("flatten2d", lambda x: mb.flatten2d(x=x, axis=axis), {"x": x},
-          lambda x: x.reshape(int(np.prod(x.shape[:a])), -1), value_inference=a not in (0, 3))  # fmt: skip
+    check(
+        "flatten2d",
+        lambda x: mb.flatten2d(x=x, axis=axis),
+        {"x": x},
+        lambda x: x.reshape(int(np.prod(x.shape[:a])), -1),
+        value_inference=a not in (0, 3),
+    )
 
 
 def test_identity_and_shape() -> None:
@@ -120,17 +138,33 @@ def test_pad(mode: str, pad: list[int]) -> None:
     x = _x(3, 4, 5, 6)
     kwargs: dict[str, Any] = {"pad": np.array(pad, np.int32), "mode": mode}
     params = {"constant_val": 0.75} if mode == "constant" else {}
-    check("pad", lambda x, **p: mb.pad(x=x, **kwargs, **p), {"x": x},
-          lambda x, constant_val=0.0: _pad_reference(x, pad, mode, constant_val), params=params,
-          what=f"{mode} {pad}")  # fmt: skip
+    check(
+        "pad",
+        lambda x, **p: mb.pad(x=x, **kwargs, **p),
+        {"x": x},
+        lambda x, constant_val=0.0: _pad_reference(x, pad, mode, constant_val),
+        params=params,
+        what=f"{mode} {pad}",
+    )
 
 
 def test_fill_and_fill_like() -> None:
     x = _x(2, 3)
-    check("fill", lambda x: mb.fill(shape=np.array([2, 4], np.int32), value=np.float32(2.5)), {"x": x},
-          lambda x: np.full((2, 4), 2.5), fp16=False)  # fmt: skip
-    check("fill_like", lambda x: mb.fill_like(ref_tensor=x, value=np.float32(-1.0)), {"x": x},
-          lambda x: np.full(x.shape, -1.0), opset=IOS17, fp16=False)  # fmt: skip
+    check(
+        "fill",
+        lambda x: mb.fill(shape=np.array([2, 4], np.int32), value=np.float32(2.5)),
+        {"x": x},
+        lambda x: np.full((2, 4), 2.5),
+        fp16=False,
+    )
+    check(
+        "fill_like",
+        lambda x: mb.fill_like(ref_tensor=x, value=np.float32(-1.0)),
+        {"x": x},
+        lambda x: np.full(x.shape, -1.0),
+        opset=IOS17,
+        fp16=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,8 +173,13 @@ def test_fill_and_fill_like() -> None:
 def test_range_1d(start: Any, end: Any, step: Any) -> None:
     dtype = np.float32 if isinstance(start, float) else np.int32
     x = np.zeros(1, dtype=np.float32)
-    check("range_1d", lambda x: mb.range_1d(start=dtype(start), end=dtype(end), step=dtype(step)),
-          {"x": x}, lambda x: np.arange(start, end, step).astype(dtype), fp16=False)  # fmt: skip
+    check(
+        "range_1d",
+        lambda x: mb.range_1d(start=dtype(start), end=dtype(end), step=dtype(step)),
+        {"x": x},
+        lambda x: np.arange(start, end, step).astype(dtype),
+        fp16=False,
+    )
 
 
 @pytest.mark.parametrize(("lower", "upper"), [(-1, -1), (0, -1), (-1, 0), (0, 0), (1, 2), (2, 0)])
@@ -148,8 +187,12 @@ def test_band_part(lower: int, upper: int) -> None:
     x = _x(2, 4, 5)
     m, n = np.arange(4)[:, None], np.arange(5)[None, :]
     keep = ((lower < 0) | (m - n <= lower)) & ((upper < 0) | (n - m <= upper))
-    check("band_part", lambda x: mb.band_part(x=x, lower=lower, upper=upper), {"x": x},
-          lambda x: np.where(keep, x, 0))  # fmt: skip
+    check(
+        "band_part",
+        lambda x: mb.band_part(x=x, lower=lower, upper=upper),
+        {"x": x},
+        lambda x: np.where(keep, x, 0),
+    )
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
@@ -164,8 +207,13 @@ def test_cumsum(axis: int, exclusive: bool, reverse: bool) -> None:
         return np.flip(out, axis) if reverse else out
 
     # coremltools' value inference of an exclusive cumsum fails (np.zeros(shape, data))
-    check("cumsum", lambda x: mb.cumsum(x=x, axis=axis, exclusive=exclusive, reverse=reverse), {"x": x},
-          reference, value_inference=not exclusive)  # fmt: skip
+    check(
+        "cumsum",
+        lambda x: mb.cumsum(x=x, axis=axis, exclusive=exclusive, reverse=reverse),
+        {"x": x},
+        reference,
+        value_inference=not exclusive,
+    )
 
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])
@@ -176,9 +224,18 @@ def test_one_hot(axis: int) -> None:
         hot = np.eye(4)[idx] * 5.0 + (1 - np.eye(4)[idx]) * -1.0
         return np.moveaxis(hot, -1, axis)
 
-    check("one_hot", lambda idx: mb.one_hot(indices=idx, one_hot_vector_size=4, axis=axis,
-                                            on_value=np.float32(5.0), off_value=np.float32(-1.0)),
-          {"idx": idx}, reference)  # fmt: skip
+    check(
+        "one_hot",
+        lambda idx: mb.one_hot(
+            indices=idx,
+            one_hot_vector_size=4,
+            axis=axis,
+            on_value=np.float32(5.0),
+            off_value=np.float32(-1.0),
+        ),
+        {"idx": idx},
+        reference,
+    )
 
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])
@@ -206,20 +263,35 @@ def test_topk(k: int, axis: int, ascending: bool, seed: int) -> None:
         idx = np.take(order, np.arange(k), axis=axis)
         return np.take_along_axis(x, idx, axis=axis), idx.astype(np.int32)
 
-    check("topk", lambda x: mb.topk(x=x, k=k, axis=axis, ascending=ascending), {"x": x}, reference,
-          opset=IOS15)  # fmt: skip
+    check(
+        "topk",
+        lambda x: mb.topk(x=x, k=k, axis=axis, ascending=ascending),
+        {"x": x},
+        reference,
+        opset=IOS15,
+    )
 
 
 def test_topk_values_only_and_all_of_them() -> None:
     # iOS16: return_indices=False gives one output, not two (issue 15); iOS17: k = -1
     x = _x(2, 6)
-    check("topk", lambda x: mb.topk(x=x, k=2, return_indices=False), {"x": x},
-          lambda x: -np.sort(-x, axis=-1)[:, :2], opset=IOS16)  # fmt: skip
+    check(
+        "topk",
+        lambda x: mb.topk(x=x, k=2, return_indices=False),
+        {"x": x},
+        lambda x: -np.sort(-x, axis=-1)[:, :2],
+        opset=IOS16,
+    )
     # coremltools' value inference of k = -1 drops the last value (it slices [:-1]), and its
     # type inference declares the axis as -1: compared with the definition only
-    check("topk", lambda x: mb.topk(x=x, k=-1, ascending=True), {"x": x},
-          lambda x: (np.sort(x, axis=-1), np.argsort(x, axis=-1).astype(np.int32)), opset=IOS17,
-          value_inference=False)  # fmt: skip
+    check(
+        "topk",
+        lambda x: mb.topk(x=x, k=-1, ascending=True),
+        {"x": x},
+        lambda x: (np.sort(x, axis=-1), np.argsort(x, axis=-1).astype(np.int32)),
+        opset=IOS17,
+        value_inference=False,
+    )
 
 
 def test_non_zero() -> None:
@@ -229,13 +301,18 @@ def test_non_zero() -> None:
     assert got.dtype == np.int32
 
 
-def _nms_reference(boxes: Any, scores: Any, iou: float, min_score: float, max_boxes: int,
-                   per_class: bool) -> tuple[Any, ...]:  # fmt: skip
+def _nms_reference(
+    boxes: Any, scores: Any, iou: float, min_score: float, max_boxes: int, per_class: bool
+) -> tuple[Any, ...]:
     """Greedy NMS as coremltools' op tests define it: by best class score, suppressing IoU above
     the threshold (within a class when per_class), keeping the best box if none passes."""
     n, b, k = scores.shape
-    out = (np.zeros((n, max_boxes, 4)), np.zeros((n, max_boxes, k)), -np.ones((n, max_boxes), np.int32),
-           np.zeros(n, np.int32))  # fmt: skip
+    out = (
+        np.zeros((n, max_boxes, 4)),
+        np.zeros((n, max_boxes, k)),
+        -np.ones((n, max_boxes), np.int32),
+        np.zeros(n, np.int32),
+    )
     for i in range(n):
         best, label = scores[i].max(-1), scores[i].argmax(-1)
         x, y, w, h = boxes[i].T
@@ -277,12 +354,21 @@ def test_non_maximum_suppression(per_class: bool, iou: float, min_score: float) 
         np.float32
     )
     scores = r.uniform(0, 1, (2, 12, 3)).astype(np.float32)
-    check("non_maximum_suppression",
-          lambda b, s: mb.non_maximum_suppression(boxes=b, scores=s, iou_threshold=np.float32(iou),
-                                                  score_threshold=np.float32(min_score), max_boxes=5,
-                                                  per_class_suppression=per_class),
-          {"b": boxes, "s": scores},
-          lambda b, s: _nms_reference(b, s, iou, min_score, 5, per_class), opset=IOS15, fp16=False)  # fmt: skip
+    check(
+        "non_maximum_suppression",
+        lambda b, s: mb.non_maximum_suppression(
+            boxes=b,
+            scores=s,
+            iou_threshold=np.float32(iou),
+            score_threshold=np.float32(min_score),
+            max_boxes=5,
+            per_class_suppression=per_class,
+        ),
+        {"b": boxes, "s": scores},
+        lambda b, s: _nms_reference(b, s, iou, min_score, 5, per_class),
+        opset=IOS15,
+        fp16=False,
+    )
     # iOS17's layout: boxes (n, 4, B), scores (n, K, B), no score threshold, no counts
     ref = _nms_reference(
         boxes.astype(np.float64), scores.astype(np.float64), iou, -np.inf, 5, per_class
@@ -291,9 +377,20 @@ def test_non_maximum_suppression(per_class: bool, iou: float, min_score: float) 
         np.ascontiguousarray(boxes.transpose(0, 2, 1)),
         np.ascontiguousarray(scores.transpose(0, 2, 1)),
     )
-    got = run_built(build(lambda b, s: mb.non_maximum_suppression(boxes=b, scores=s, iou_threshold=np.float32(iou),
-                                                                  max_boxes=5, per_class_suppression=per_class),
-                          {"b": b17, "s": s17}, IOS17), {"b": b17, "s": s17})  # fmt: skip
+    got = run_built(
+        build(
+            lambda b, s: mb.non_maximum_suppression(
+                boxes=b,
+                scores=s,
+                iou_threshold=np.float32(iou),
+                max_boxes=5,
+                per_class_suppression=per_class,
+            ),
+            {"b": b17, "s": s17},
+            IOS17,
+        ),
+        {"b": b17, "s": s17},
+    )
     np.testing.assert_allclose(got[0], ref[0].transpose(0, 2, 1), rtol=1e-6)
     np.testing.assert_allclose(got[1], ref[1].transpose(0, 2, 1), rtol=1e-6)
     np.testing.assert_array_equal(got[2], ref[2])
@@ -303,10 +400,21 @@ def test_non_maximum_suppression_matches_core_ml_outputs() -> None:
     # coremltools' iOS14 TestNonMaximumSuppression smoke test (Core ML's outputs)
     boxes = np.array([[[0.0] * 4, [1.0] * 4, [2.0] * 4, [3.0] * 4]], np.float32)
     scores = np.array([[[-3.5], [9.4], [2.3], [0.7]]], np.float32)
-    got = run_built(build(lambda b, s: mb.non_maximum_suppression(boxes=b, scores=s, iou_threshold=0.2,
-                                                                  score_threshold=0.4, max_boxes=2,
-                                                                  per_class_suppression=True),
-                          {"b": boxes, "s": scores}, IOS15), {"b": boxes, "s": scores})  # fmt: skip
+    got = run_built(
+        build(
+            lambda b, s: mb.non_maximum_suppression(
+                boxes=b,
+                scores=s,
+                iou_threshold=0.2,
+                score_threshold=0.4,
+                max_boxes=2,
+                per_class_suppression=True,
+            ),
+            {"b": boxes, "s": scores},
+            IOS15,
+        ),
+        {"b": boxes, "s": scores},
+    )
     np.testing.assert_array_equal(got[0], [[[1.0] * 4, [2.0] * 4]])
     np.testing.assert_allclose(got[1], [[[9.4], [2.3]]], rtol=1e-6)
     np.testing.assert_array_equal(got[2], [[1, 2]])
@@ -316,7 +424,24 @@ def test_non_maximum_suppression_matches_core_ml_outputs() -> None:
 def test_every_tensor_operation_is_covered() -> None:
     from ane_lib.coreml.ops import REGISTRY
 
-    covered = {"concat", "stack", "split", "tile", "flatten2d", "identity", "shape", "pad", "fill",
-               "fill_like", "range_1d", "band_part", "cumsum", "one_hot", "argsort", "topk",
-               "non_zero", "non_maximum_suppression"}  # fmt: skip
+    covered = {
+        "concat",
+        "stack",
+        "split",
+        "tile",
+        "flatten2d",
+        "identity",
+        "shape",
+        "pad",
+        "fill",
+        "fill_like",
+        "range_1d",
+        "band_part",
+        "cumsum",
+        "one_hot",
+        "argsort",
+        "topk",
+        "non_zero",
+        "non_maximum_suppression",
+    }
     assert {n for n, d in REGISTRY.items() if d.family == "tensor_operation"} == covered

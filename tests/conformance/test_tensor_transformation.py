@@ -39,8 +39,13 @@ def _x(*shape: int) -> np.ndarray:
 )
 def test_reshape(shape: Any, target: list[int], expected: Any) -> None:
     x = _x(*shape)
-    check("reshape", lambda x: mb.reshape(x=x, shape=np.array(target, np.int32)), {"x": x},
-          lambda x: x.reshape(expected), what=str(target))  # fmt: skip
+    check(
+        "reshape",
+        lambda x: mb.reshape(x=x, shape=np.array(target, np.int32)),
+        {"x": x},
+        lambda x: x.reshape(expected),
+        what=str(target),
+    )
 
 
 def test_reshape_like() -> None:
@@ -48,9 +53,15 @@ def test_reshape_like() -> None:
     # end_masks (False, True) -> (2, 3, 5, 6)
     x = _x(180)
     ref1, ref2 = _x(2, 3, 4), _x(1, 5, 6)
-    check("reshape_like",
-          lambda x, a, b: mb.reshape_like(x=x, ref_tensors=(a, b), begins=(0, 1), ends=(2, 0), end_masks=(False, True)),
-          {"x": x, "a": ref1, "b": ref2}, lambda x, a, b: x.reshape(2, 3, 5, 6), opset=IOS17)  # fmt: skip
+    check(
+        "reshape_like",
+        lambda x, a, b: mb.reshape_like(
+            x=x, ref_tensors=(a, b), begins=(0, 1), ends=(2, 0), end_masks=(False, True)
+        ),
+        {"x": x, "a": ref1, "b": ref2},
+        lambda x, a, b: x.reshape(2, 3, 5, 6),
+        opset=IOS17,
+    )
 
 
 @settings(max_examples=10, deadline=None)
@@ -90,16 +101,26 @@ def test_squeeze(axes: Any) -> None:
     kwargs = {} if axes is None else {"axes": axes}
     # coremltools' value inference squeezes with NumPy, which rejects axes that are not 1
     unit = axes is None or all(x.shape[a] == 1 for a in axes)
-    check("squeeze", lambda x: mb.squeeze(x=x, **kwargs), {"x": x}, reference, what=str(axes),
-          value_inference=unit)  # fmt: skip
+    check(
+        "squeeze",
+        lambda x: mb.squeeze(x=x, **kwargs),
+        {"x": x},
+        reference,
+        what=str(axes),
+        value_inference=unit,
+    )
 
 
 @pytest.mark.parametrize("axes", [None, [0], [-1], [0, 2]])
 def test_reverse(axes: Any) -> None:
     x = _x(2, 3, 4)
     kwargs = {} if axes is None else {"axes": axes}
-    check("reverse", lambda x: mb.reverse(x=x, **kwargs), {"x": x},
-          lambda x: np.flip(x, None if axes is None else tuple(axes)))  # fmt: skip
+    check(
+        "reverse",
+        lambda x: mb.reverse(x=x, **kwargs),
+        {"x": x},
+        lambda x: np.flip(x, None if axes is None else tuple(axes)),
+    )
 
 
 @pytest.mark.parametrize(("seq_axis", "batch_axis"), [(0, 1), (1, 0), (2, 0), (1, 2)])
@@ -116,9 +137,14 @@ def test_reverse_sequence(seq_axis: int, batch_axis: int) -> None:
             out[tuple(index)] = np.flip(part, seq_axis - (batch_axis < seq_axis))
         return out
 
-    check("reverse_sequence",
-          lambda x: mb.reverse_sequence(x=x, lengths=lengths, seq_axis=seq_axis, batch_axis=batch_axis),
-          {"x": x}, reference)  # fmt: skip
+    check(
+        "reverse_sequence",
+        lambda x: mb.reverse_sequence(
+            x=x, lengths=lengths, seq_axis=seq_axis, batch_axis=batch_axis
+        ),
+        {"x": x},
+        reference,
+    )
 
 
 @st.composite
@@ -146,8 +172,13 @@ def _numpy_slice(x: Any, s: dict[str, Any]) -> Any:
         if s["squeeze_mask"][i]:  # begin_mask applies first: index 0
             index.append(0 if s["begin_mask"][i] else s["begin"][i])
         else:
-            index.append(slice(None if s["begin_mask"][i] else s["begin"][i],
-                               None if s["end_mask"][i] else s["end"][i], s["stride"][i]))  # fmt: skip
+            index.append(
+                slice(
+                    None if s["begin_mask"][i] else s["begin"][i],
+                    None if s["end_mask"][i] else s["end"][i],
+                    s["stride"][i],
+                )
+            )
     return x[tuple(index)]
 
 
@@ -162,8 +193,13 @@ def test_slice_by_index(s: dict[str, Any]) -> None:
         for k, v in s.items()
         if k != "shape"
     }
-    check("slice_by_index", lambda x: mb.slice_by_index(x=x, **kwargs), {"x": x}, lambda x: _numpy_slice(x, s),
-          what=str(s))  # fmt: skip
+    check(
+        "slice_by_index",
+        lambda x: mb.slice_by_index(x=x, **kwargs),
+        {"x": x},
+        lambda x: _numpy_slice(x, s),
+        what=str(s),
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -186,8 +222,14 @@ def test_slice_update(s: dict[str, Any]) -> None:
         view[...] = u
         return out
 
-    check("slice_update", lambda x, u: mb.slice_update(x=x, update=u, **kwargs), {"x": x, "u": update},
-          reference, opset=IOS18, what=str(s))  # fmt: skip
+    check(
+        "slice_update",
+        lambda x, u: mb.slice_update(x=x, update=u, **kwargs),
+        {"x": x, "u": update},
+        reference,
+        opset=IOS18,
+        what=str(s),
+    )
 
 
 @pytest.mark.parametrize(
@@ -205,8 +247,14 @@ def test_slice_by_size(begin: list[int], size: list[int]) -> None:
             index.append(slice(b, d if n == -1 else b + n))
         return x[tuple(index)]
 
-    check("slice_by_size", lambda x: mb.slice_by_size(x=x, begin=np.array(begin, np.int32), size=np.array(size, np.int32)),
-          {"x": x}, reference)  # fmt: skip
+    check(
+        "slice_by_size",
+        lambda x: mb.slice_by_size(
+            x=x, begin=np.array(begin, np.int32), size=np.array(size, np.int32)
+        ),
+        {"x": x},
+        reference,
+    )
 
 
 @pytest.mark.parametrize(("axis", "size", "stride"), [(0, 2, 1), (1, 3, 2), (-1, 2, 3), (2, 5, 1)])
@@ -218,8 +266,12 @@ def test_sliding_windows(axis: int, size: int, stride: int) -> None:
         starts = range(0, x.shape[a] - size + 1, stride)
         return np.stack([np.take(x, np.arange(s0, s0 + size), axis=a) for s0 in starts], axis=a)
 
-    check("sliding_windows", lambda x: mb.sliding_windows(x=x, axis=axis, size=size, stride=stride), {"x": x},
-          reference)  # fmt: skip
+    check(
+        "sliding_windows",
+        lambda x: mb.sliding_windows(x=x, axis=axis, size=size, stride=stride),
+        {"x": x},
+        reference,
+    )
 
 
 def test_pixel_shuffle_and_unshuffle() -> None:
@@ -243,8 +295,13 @@ def test_pixel_shuffle_and_unshuffle() -> None:
         )
 
     check("pixel_shuffle", lambda x: mb.pixel_shuffle(x=x, upscale_factor=2), {"x": x}, shuffle)
-    check("pixel_unshuffle", lambda x: mb.pixel_unshuffle(x=x, downscale_factor=np.uint32(2)), {"x": _x(2, 3, 4, 6)},
-          unshuffle, opset=IOS17)  # fmt: skip
+    check(
+        "pixel_unshuffle",
+        lambda x: mb.pixel_unshuffle(x=x, downscale_factor=np.uint32(2)),
+        {"x": _x(2, 3, 4, 6)},
+        unshuffle,
+        opset=IOS17,
+    )
 
 
 def _space_to_depth(x: Any, b: int) -> Any:
@@ -260,8 +317,12 @@ def _space_to_depth(x: Any, b: int) -> Any:
 @pytest.mark.parametrize("block", [2, 3])
 def test_space_to_depth_and_back(block: int) -> None:
     x = _x(2, 3, 6, 6)
-    check("space_to_depth", lambda x: mb.space_to_depth(x=x, block_size=block), {"x": x},
-          lambda x: _space_to_depth(x, block))  # fmt: skip
+    check(
+        "space_to_depth",
+        lambda x: mb.space_to_depth(x=x, block_size=block),
+        {"x": x},
+        lambda x: _space_to_depth(x, block),
+    )
     y = _x(2, 2 * block * block, 2, 3)
 
     def depth_to_space(y: Any) -> Any:  # the inverse of space_to_depth
@@ -296,13 +357,26 @@ def _space_to_batch(x: Any, block: Any, pads: Any) -> Any:
 )
 def test_space_to_batch_and_back(block: list[int], pads: list[list[int]]) -> None:
     x = _x(2, 3, 4, 4)
-    check("space_to_batch", lambda x: mb.space_to_batch(x=x, block_shape=block, paddings=pads), {"x": x},
-          lambda x: _space_to_batch(x, block, pads))  # fmt: skip
+    check(
+        "space_to_batch",
+        lambda x: mb.space_to_batch(x=x, block_shape=block, paddings=pads),
+        {"x": x},
+        lambda x: _space_to_batch(x, block, pads),
+    )
     y = np.asarray(_space_to_batch(x.astype(np.float64), block, pads), np.float32)
     hp, wp = 4 + sum(pads[0]), 4 + sum(pads[1])
-    check("batch_to_space", lambda y: mb.batch_to_space(x=y, block_shape=block, crops=pads), {"y": y},
-          lambda y: x.astype(np.float64) if y.dtype != np.float16 else x.astype(np.float16).astype(np.float64),
-          fp16=False, what=f"{hp}x{wp}")  # fmt: skip
+    check(
+        "batch_to_space",
+        lambda y: mb.batch_to_space(x=y, block_shape=block, crops=pads),
+        {"y": y},
+        lambda y: (
+            x.astype(np.float64)
+            if y.dtype != np.float16
+            else x.astype(np.float16).astype(np.float64)
+        ),
+        fp16=False,
+        what=f"{hp}x{wp}",
+    )
 
 
 def test_block_rearrangements_match_core_ml_outputs() -> None:
@@ -312,18 +386,41 @@ def test_block_rearrangements_match_core_ml_outputs() -> None:
     s2b_in = np.array(
         [[[[1, 2, 3, 4], [5, 6, 7, 8]]], [[[9, 10, 11, 12], [13, 14, 15, 16]]]], np.float32
     )
-    batched = np.array([[[[0, 1, 3]]], [[[0, 9, 11]]], [[[0, 2, 4]]], [[[0, 10, 12]]],
-                        [[[0, 5, 7]]], [[[0, 13, 15]]], [[[0, 6, 8]]], [[[0, 14, 16]]]], np.float32)  # fmt: skip
+    batched = np.array(
+        [
+            [[[0, 1, 3]]],
+            [[[0, 9, 11]]],
+            [[[0, 2, 4]]],
+            [[[0, 10, 12]]],
+            [[[0, 5, 7]]],
+            [[[0, 13, 15]]],
+            [[[0, 6, 8]]],
+            [[[0, 14, 16]]],
+        ],
+        np.float32,
+    )
     (d2s,) = run_built(
         build(lambda x: mb.depth_to_space(x=x, block_size=2), {"x": d2s_in}, IOS15), {"x": d2s_in}
     )
     (s2d,) = run_built(
         build(lambda x: mb.space_to_depth(x=x, block_size=2), {"x": s2d_in}, IOS15), {"x": s2d_in}
     )
-    (s2b,) = run_built(build(lambda x: mb.space_to_batch(x=x, block_shape=[2, 2], paddings=[[0, 0], [2, 0]]),
-                             {"x": s2b_in}, IOS15), {"x": s2b_in})  # fmt: skip
-    (b2s,) = run_built(build(lambda x: mb.batch_to_space(x=x, block_shape=[2, 2], crops=[[0, 0], [2, 0]]),
-                             {"x": batched}, IOS15), {"x": batched})  # fmt: skip
+    (s2b,) = run_built(
+        build(
+            lambda x: mb.space_to_batch(x=x, block_shape=[2, 2], paddings=[[0, 0], [2, 0]]),
+            {"x": s2b_in},
+            IOS15,
+        ),
+        {"x": s2b_in},
+    )
+    (b2s,) = run_built(
+        build(
+            lambda x: mb.batch_to_space(x=x, block_shape=[2, 2], crops=[[0, 0], [2, 0]]),
+            {"x": batched},
+            IOS15,
+        ),
+        {"x": batched},
+    )
     np.testing.assert_array_equal(d2s, [[[[9.0, 5.0], [1.0, 3.0]]]])
     np.testing.assert_array_equal(s2d, [[[[7.0]], [[9.0]], [[4.0]], [[6.0]]]])
     np.testing.assert_array_equal(s2b, batched)
@@ -333,8 +430,23 @@ def test_block_rearrangements_match_core_ml_outputs() -> None:
 def test_every_layout_op_is_covered() -> None:
     from ane_lib.coreml.ops import REGISTRY
 
-    covered = {"reshape", "reshape_like", "transpose", "expand_dims", "squeeze", "reverse",
-               "reverse_sequence", "slice_by_index", "slice_update", "slice_by_size",
-               "sliding_windows", "pixel_shuffle", "pixel_unshuffle", "space_to_depth",
-               "depth_to_space", "space_to_batch", "batch_to_space"}  # fmt: skip
+    covered = {
+        "reshape",
+        "reshape_like",
+        "transpose",
+        "expand_dims",
+        "squeeze",
+        "reverse",
+        "reverse_sequence",
+        "slice_by_index",
+        "slice_update",
+        "slice_by_size",
+        "sliding_windows",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "space_to_depth",
+        "depth_to_space",
+        "space_to_batch",
+        "batch_to_space",
+    }
     assert {n for n, d in REGISTRY.items() if d.family == "tensor_transformation"} == covered

@@ -105,7 +105,8 @@ class _VarPlan:
         from coremltools.converters.mil.mil.types.symbolic import any_variadic
 
         sym = var.sym_type
-        dtype = var.dtype
+        container = types.is_list(sym) or types.is_dict(sym)
+        dtype = None if container else var.dtype  # a list variable has no dtype
         self.dtype = dtype
         self.constant = var.op is not None and str(var.op.op_type) == "const"
         self.fp16 = dtype == types.fp16
@@ -113,7 +114,7 @@ class _VarPlan:
         self.declared: tuple[Any, ...] = tuple(var.shape) if self.tensor else ()
         self.variadic = bool(self.tensor and any_variadic(self.declared))
         self.torch_dtype: torch.dtype | None = None
-        if types.is_list(sym) or types.is_dict(sym):
+        if container:
             self.kind = "passthrough"
         elif dtype is not None and types.is_str(dtype):
             self.kind = "str"
@@ -423,6 +424,7 @@ class _Holder:
     def __init__(self, sym_type: Any) -> None:
         self.sym_type = sym_type
         self.dtype = sym_type.get_primitive() if hasattr(sym_type, "get_primitive") else None
+        self.shape = tuple(sym_type.get_shape()) if hasattr(sym_type, "get_shape") else ()
         self.name = "state"
 
 
