@@ -35,6 +35,7 @@ from ane_lib.coreml.executor import (
     UnsupportedOpError,
     run,
 )
+from ane_lib.coreml.executor.coverage import coremltools_families, coverage
 from ane_lib.coreml.export import export
 from ane_lib.coreml.ops import REGISTRY, ExecutorError, OpDef
 from ane_lib.coreml.program import import_coremltools, load_program, quiet_coremltools
@@ -1378,3 +1379,17 @@ def test_supported_ops_are_the_registry() -> None:
     assert frozenset(REGISTRY) == SUPPORTED_OPS
     assert {"const", "cond", "while_loop"} <= SUPPORTED_OPS  # control flow registers like others
     assert not set(DECLINED_OPS) & SUPPORTED_OPS
+
+
+def test_each_op_sits_in_its_coremltools_family() -> None:
+    # the registering module is the family coremltools defines the op in
+    families = coremltools_families()
+    wrong = {
+        n: (d.family, families.get(n)) for n, d in REGISTRY.items() if families.get(n) != d.family
+    }
+    assert not wrong
+    report = coverage()
+    assert report.total == len(families) and len(report.implemented) == len(REGISTRY)
+    text = str(report)
+    assert f"runs {len(REGISTRY)}" in text and "conv_quantized" in text
+    assert all(len(line) <= 100 for line in text.splitlines())

@@ -353,7 +353,7 @@ class _Executor:
                 if stored.is_floating_point():
                     if self.on_overflow != "ignore":
                         self._check_finite(op, var, raw, stored)
-                    if self.observer is not None:
+                    if self.observer is not None and op_type != "const":  # computed values
                         self.observer(op, var, stored, self.storage(var))
             self.env[var.name] = stored
 

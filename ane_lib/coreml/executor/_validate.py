@@ -1,7 +1,8 @@
 """What Core ML checks before it runs a program, checked here before the executor runs one.
 
 - An input that an op's specification marks ``const`` (a stride, an axis, a weight, a mode)
-  must be the output of a ``const`` op. coremltools' builder accepts any variable whose value
+  must be the output of a ``const`` op or of a ``constexpr_*`` op (compressed weights, which
+  Core ML expands when it loads the model). coremltools' builder accepts any variable whose value
   it can infer while building (``stack(axis=sub(gather(shape(x), 0), 2))`` has a value for a
   static ``x``), but a saved program binds such an input to a runtime variable, which Core ML
   rejects; so is it here.
@@ -28,7 +29,9 @@ def _input_type_classes() -> tuple[type, type]:
 
 def _produced_by_const(var: Any) -> bool:
     op = var.op
-    return op is not None and str(op.op_type) == "const"
+    return op is not None and (
+        str(op.op_type) == "const" or str(op.op_type).startswith("constexpr_")
+    )
 
 
 def _check_rank(var: Any, where: str, op: Any = None) -> None:
@@ -72,5 +75,6 @@ def validate_program(function: Any) -> None:
     for var in function.inputs.values():
         _check_rank(var, "function input")
     for op in function.operations:
-        if str(op.op_type) != "const":
+        constant = str(op.op_type) == "const" or str(op.op_type).startswith("constexpr_")
+        if not constant:
             _check_op(op)

@@ -23,7 +23,9 @@ A family is a module of this package that registers functions::
         ...                             # a.int("axis"), a.str("mode", "x"), a.has("bias")
         return dense                    # tensor, array or scalar; a tuple for several outputs
 
-The family's name is the module's name (``register(..., family=...)`` overrides it). To add a
+The family's name is the module's name (``register(..., family=...)`` overrides it) and should be
+coremltools' name for the family, as ``--coverage`` counts by it: the constexpr ops belong in
+``ops/compression.py``, ``quantize`` and ``dequantize`` in ``ops/quantization.py``. To add a
 family, create ``ops/<family>.py`` and add its name to ``FAMILIES`` below; the executor, its
 ``--coverage`` report and ``SUPPORTED_OPS`` all read the registry. An op declined on purpose
 is recorded with ``decline("op", "why")``: running it raises ``UnsupportedOpError`` with that
