@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32)",
     )
     ver.add_argument(
-        "--precision", choices=("fp16", "fp32"), help="earlier name: fp16 = neural_engine_fp16, "
-        "fp32 = fp32_reference"
+        "--precision",
+        choices=("fp16", "fp32"),
+        help="earlier name: fp16 = neural_engine_fp16, fp32 = fp32_reference",
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(

@@ -66,7 +66,7 @@ def _operands(op: str, shapes: tuple[Any, Any], seed: int, integer: bool) -> dic
 
 
 @pytest.mark.parametrize("op", [*ARITHMETIC, *COMPARISONS])
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data())
 def test_arithmetic_and_comparisons(op: str, data: st.DataObject) -> None:
     shapes = data.draw(broadcast_shapes())

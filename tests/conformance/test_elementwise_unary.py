@@ -56,7 +56,7 @@ def _draw(low: float, high: float, shape: tuple[int, ...], seed: int, grid: bool
 
 
 @pytest.mark.parametrize("op", list(FUNCTIONS))
-@settings(max_examples=3, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple), seed=st.integers(0, 999)
 )

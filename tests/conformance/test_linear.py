@@ -57,7 +57,7 @@ def _matmul_case(draw: Any) -> tuple[tuple[int, ...], tuple[int, ...], bool, boo
     return xs, ys, tx, ty
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(case=_matmul_case(), seed=st.integers(0, 99))
 def test_matmul(case: Any, seed: int) -> None:
     xs, ys, tx, ty = case

@@ -92,7 +92,7 @@ def _pool_case(draw: Any) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(case=_pool_case(), seed=st.integers(0, 99))
 def test_pools(case: dict[str, Any], seed: int) -> None:
     kind = case["kind"]

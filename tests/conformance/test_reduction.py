@@ -56,7 +56,7 @@ def _shape_and_axes(draw: Any) -> tuple[tuple[int, ...], tuple[int, ...] | None]
 
 
 @pytest.mark.parametrize("op", list(REDUCTIONS))
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(case=_shape_and_axes(), keep=st.booleans(), seed=st.integers(0, 99))
 def test_reductions(op: str, case: Any, keep: bool, seed: int) -> None:
     shape, axes = case

@@ -250,7 +250,7 @@ def test_argsort(axis: int, ascending: bool) -> None:
     check("argsort", lambda x: mb.argsort(x=x, axis=axis, ascending=ascending), {"x": x}, reference)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     k=st.integers(1, 5), axis=st.integers(-3, 2), ascending=st.booleans(), seed=st.integers(0, 99)
 )

@@ -44,6 +44,24 @@ The op types it runs are :data:`SUPPORTED_OPS` (from the registry); any other ra
 :class:`UnsupportedOpError` naming the op, with the documented reason where an op type is
 declined on purpose (:data:`DECLINED_OPS`). ``python -m ane_lib.coreml.executor --coverage``
 prints the op count, the coverage of each coremltools op family and the conformance tests.
+
+Declined on purpose, each with :class:`UnsupportedOpError` and this reason:
+
+- ``conv_quantized``: an experimental coremltools op that only its older neuralnetwork backend
+  lowers; an ML program never holds it (compressed weights appear as constexpr ops).
+- ``resize`` with ``NEAREST_NEIGHBOR`` and a ``sampling_mode`` other than ``DEFAULT``, and
+  ``crop_resize`` with a ``sampling_mode`` other than ``ALIGN_CORNERS`` /
+  ``STRICT_ALIGN_CORNERS``: the definitions do not say which source positions these read, and
+  coremltools' recorded Core ML outputs do not show it; guessing would give answers that are not
+  Core ML's.
+- ``affine`` with a ``coordinates_mode`` other than ``normalized_minus_one_to_one``, the only one
+  its definition allows.
+
+Where an index is out of range (gathers and scatters), Core ML's result is undefined and the
+executor raises :class:`ExecutorError`. The random ops draw from the distributions their
+definitions give, from torch's generator: the values are not Core ML's. The compression ops
+(``constexpr_*``, ``quantize``, ``dequantize``) come with the chapter 9 work, in their own
+family modules of :mod:`ane_lib.coreml.ops`.
 """
 
 from __future__ import annotations
