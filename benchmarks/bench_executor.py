@@ -19,33 +19,16 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from _timing import time_calls
 
 from ane_lib.coreml import export, load_program, run
 from ane_lib.models import create_model, to_ane
-
-
-def time_calls(
-    calls: dict[str, Callable[[], Any]], *, warmup: int, repeats: int
-) -> dict[str, list[float]]:
-    """Seconds per call of each callable, ``repeats`` times after ``warmup``, taking turns."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,8 +165,10 @@ def test_precision_is_an_alias_of_two_modes() -> None:
     for precision, mode in (("fp16", "neural_engine_fp16"), ("fp32", "fp32_reference")):
         a = run(program, {"x": X}, precision=precision)
         b = run(program, {"x": X}, mode)
+        c = run(program, {"x": X}, precision)  # type: ignore[arg-type]  # the positional form
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+            np.testing.assert_array_equal(c[k], b[k])
     with pytest.raises(ValueError, match="precision='fp16' means mode='neural_engine_fp16'"):
         run(program, {"x": X}, "declared", precision="fp16")
     with pytest.raises(ValueError, match=r"mode must be one of .*'declared'.*got 'fp8'"):

@@ -255,14 +255,14 @@ def _lenient_reader() -> Iterator[None]:
             return original_infer(self, overwrite_output)
 
     milproto_load._load_operation = load_op
-    InputSpec.validate_inputs = validate  # type: ignore[method-assign]
-    Operation.type_value_inference = infer  # type: ignore[method-assign]
+    InputSpec.validate_inputs = validate
+    Operation.type_value_inference = infer
     try:
         yield
     finally:
         milproto_load._load_operation = original_load_op
-        InputSpec.validate_inputs = original_validate  # type: ignore[method-assign]
-        Operation.type_value_inference = original_infer  # type: ignore[method-assign]
+        InputSpec.validate_inputs = original_validate
+        Operation.type_value_inference = original_infer
 
 
 def _tensor_info(feature: Any, array_type_names: Any) -> TensorInfo:

@@ -184,7 +184,7 @@ def _accepts_fp16(op: Any, key: str, types: Any) -> bool:
 
 def _is_known(dim: Any) -> bool:
     # a negative size is no size: coremltools declares topk(k=-1)'s axis as -1
-    return isinstance(dim, (int, np.integer)) and dim >= 0
+    return isinstance(dim, (int, np.integer)) and bool(dim >= 0)
 
 
 class _Executor:
@@ -565,6 +565,8 @@ def resolve_mode(mode: str | None, precision: str | None) -> Mode:
         return cast(Mode, aliased)
     if mode is None:
         return "declared"
+    if mode in PRECISION_ALIASES:  # run(program, inputs, "fp16"): the earlier positional form
+        return cast(Mode, PRECISION_ALIASES[mode])
     check_choice("mode", mode, MODES)
     return cast(Mode, mode)
 
@@ -662,7 +664,8 @@ def run(
             ``"fp32_reference"`` every float value in fp32, the reference that checks the
             executor against PyTorch.
         precision: the keyword of earlier versions, an alias: ``"fp16"`` is
-            ``mode="neural_engine_fp16"``, ``"fp32"`` is ``mode="fp32_reference"``.
+            ``mode="neural_engine_fp16"``, ``"fp32"`` is ``mode="fp32_reference"`` (also
+            accepted as ``mode``, where earlier versions took ``precision`` by position).
         on_overflow: what to do when an op first produces inf/nan from finite inputs:
             ``"raise"`` (:class:`Float16OverflowError` for an fp16-stored output,
             :class:`NonFiniteOutputError` otherwise), ``"warn"``
