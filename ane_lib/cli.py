@@ -311,6 +311,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         source = f"weights {weights_file}" if weights_file else f"seed {seed}"
         print(f"{name} {options} ({source})")
+        print(f"executor mode   {result.mode}")
         print(f"PSNR            {result.psnr_db:8.2f} dB   (threshold {args.min_psnr:g} dB)")
         print(f"max abs error   {result.max_abs_error:11.4g}")
         print(f"max rel error   {result.max_rel_error:11.4g}")

@@ -1375,6 +1375,19 @@ def test_intermediate_values_can_be_returned() -> None:
     np.testing.assert_array_equal(out["x"], x)
 
 
+def test_an_op_written_with_numpy_runs_like_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the idiom a family file uses: a function of OpArgs; numpy in, numpy out works too
+    def numpy_relu(a: Any) -> np.ndarray:
+        x = a.numpy("x")
+        assert isinstance(x, np.ndarray) and x.dtype == np.float32
+        return np.maximum(x, 0) + 1
+
+    monkeypatch.setitem(REGISTRY, "relu", OpDef("relu", "activation", numpy_relu))
+    x = _randn(2, 3)
+    got = _run1(_program(lambda x: mb.relu(x=x), x.shape), x)
+    np.testing.assert_array_equal(got, np.maximum(x, 0) + 1)
+
+
 def test_supported_ops_are_the_registry() -> None:
     assert frozenset(REGISTRY) == SUPPORTED_OPS
     assert {"const", "cond", "while_loop"} <= SUPPORTED_OPS  # control flow registers like others

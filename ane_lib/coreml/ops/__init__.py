@@ -19,7 +19,8 @@ A family is a module of this package that registers functions::
 
     @register("constexpr_lut_to_dense")
     def _lut_to_dense(a: OpArgs) -> torch.Tensor:
-        indices = a.get("indices")      # input values: float32 / int / bool tensors
+        indices = a.get("indices")      # input values: float32 / int / bool torch tensors
+        lut = a.numpy("lut")            # ... or the same as numpy arrays
         ...                             # a.int("axis"), a.str("mode", "x"), a.has("bias")
         return dense                    # tensor, array or scalar; a tuple for several outputs
 

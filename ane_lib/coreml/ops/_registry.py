@@ -129,6 +129,15 @@ class OpArgs:
             return [self.runtime.read(self.op, key, v) for v in var]
         return self.runtime.read(self.op, key, var)
 
+    def numpy(self, key: builtins.str, default: Any = _MISSING) -> Any:
+        """Input ``key`` as numpy (float32 for floats), for ops written with numpy."""
+        value = self.get(key, default)
+        if isinstance(value, torch.Tensor):
+            return value.numpy()
+        if isinstance(value, list):
+            return [v.numpy() if isinstance(v, torch.Tensor) else v for v in value]
+        return value
+
     # -- parameters as Python values ------------------------------------------------------------
 
     def ints(self, key: builtins.str, default: Any = _MISSING) -> tuple[builtins.int, ...]:
