@@ -1,12 +1,15 @@
-"""Tests for ane_lib.coreml.executor: the numpy reference executor of ML programs.
+"""Tests for ane_lib.coreml.executor: the reference executor of ML programs.
 
 The executor is proved against PyTorch: small modules exercising each op family, and whole
 models, are converted for real with coremltools (``torch.export`` -> ``ct.convert``) and the
-resulting programs run in fp32 mode must reproduce PyTorch's float32 forward to 1e-5 of the
-output's scale. Ops that PyTorch's converter never emits (or emits only in one
-parameterisation) are built directly with the MIL builder and compared with torch's own
-functions, many of them over hypothesis-drawn shapes. fp16 mode is checked against the
+resulting programs run in the fp32 reference mode (``precision="fp32"``, the earlier name kept
+here on purpose) must reproduce PyTorch's float32 forward to 1e-5 of the output's scale. Ops
+that PyTorch's converter never emits (or emits only in one parameterisation) are built directly
+with the MIL builder and compared with torch's own functions, many of them over
+hypothesis-drawn shapes. The Neural Engine mode (``precision="fp16"``) is checked against the
 deployment bound derived in ``FP16_TOL`` and against exact fp16 rounding of a small chain.
+``tests/conformance`` checks every op against its coremltools definition, one module per family;
+``test_executor_regressions.py`` the modes and issue 15's symptoms.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from ane_lib.coreml.executor._errors import (
     Float16OverflowError,
     NonFiniteOutputError,
     NonFiniteOutputWarning,
-    ProgramValidationError,
 )
 from ane_lib.coreml.executor._validate import validate_program
 from ane_lib.coreml.executor.health import NumericHealth, OpHealth, op_health
@@ -130,7 +129,8 @@ class _VarPlan:
 
 
 class _ProgramCache:
-    """What is computed once per program: validation, constants, last uses of variables."""
+    """What is computed once per program object: validation, constants (converted once: a
+    program changed in place after a run is best copied), last uses of variables."""
 
     def __init__(self) -> None:
         self.plans: dict[int, tuple[Any, _VarPlan]] = {}
@@ -619,7 +619,7 @@ def _execute(
     last = ex.cache.last_use
     keep = set(wanted) | {v.name for v in function.outputs}
     env = ex.env
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.no_grad():
         for index, op in enumerate(ops):
             ex.run_op(op)
             for var in _uses(op):
@@ -737,6 +737,3 @@ def numeric_health(
         observer=observe,
     )
     return NumericHealth(resolved, tuple(rows))
-
-
-__all__ += ["ProgramValidationError"]
