@@ -35,7 +35,8 @@ def test_run_dataset_is_one_run_per_sample() -> None:
     )
     assert got.dtype == np.float32 and got.shape == (5, 3)
     np.testing.assert_array_equal(got, want)
-    fp16 = run_dataset(program, samples)  # default: fp16, as the Neural Engine stores values
+    assert np.array_equal(run_dataset(program, samples), got)  # declared: this program is fp32
+    fp16 = run_dataset(program, samples, "neural_engine_fp16")  # every value stored in fp16
     assert np.array_equal(fp16, fp16.astype(np.float16).astype(np.float32))
     assert 0 < np.abs(fp16 - got).max() < 1e-2 * np.abs(got).max()
 

@@ -1,4 +1,4 @@
-"""The executor's constexpr and quantization ops (ane_lib/coreml/_ops_constexpr.py).
+"""The executor's constexpr and quantization ops (ane_lib.coreml.ops: compression, quantization).
 
 Each op is built with coremltools' MIL builder from random compressed data (hypothesis-drawn
 shapes, bit widths and axes) and run by the executor. Two references: the formula of the op's
@@ -16,9 +16,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ane_lib.coreml._ops import OPS
-from ane_lib.coreml._ops_constexpr import CONSTEXPR_OPS, QUANTIZATION_OPS
 from ane_lib.coreml.executor import SUPPORTED_OPS, run
+from ane_lib.coreml.ops import REGISTRY
+from ane_lib.coreml.ops.compression import CONSTEXPR_OPS
+from ane_lib.coreml.ops.quantization import QUANTIZATION_OPS
 from ane_lib.coreml.program import import_coremltools
 
 ct = import_coremltools()
@@ -61,7 +62,7 @@ def _check(got: np.ndarray, want: np.ndarray, op: Any) -> None:
 
 def test_every_op_is_registered_and_listed() -> None:
     for name in (*CONSTEXPR_OPS, *QUANTIZATION_OPS):
-        assert name in OPS and name in SUPPORTED_OPS
+        assert name in REGISTRY and name in SUPPORTED_OPS
 
 
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ane_lib._checks import check_choice
 from ane_lib.coreml.verification import psnr
 
 if TYPE_CHECKING:
@@ -26,20 +25,29 @@ __all__ = ["LogitScore", "run_dataset", "score_logits"]
 def run_dataset(
     path_or_program: str | os.PathLike[str] | Program,
     samples: Any,
+    mode: str | None = None,
     *,
-    precision: str = "fp16",
+    precision: str | None = None,
 ) -> np.ndarray:
     """The package's output for every sample: ``samples: (N, *shape) -> (N, *out_shape)``.
 
     The package must have one input of shape ``(1, *shape)`` and one output, e.g. an image
     classifier exported for ``(1, 3, 32, 32)`` and ``samples`` of shape ``(N, 3, 32, 32)``
-    (numpy array or torch tensor); it is run once per sample, at ``precision``. The result is
-    float32 (in an fp16 run it holds the fp16 values the package computed).
+    (numpy array or torch tensor); it is run once per sample by :func:`ane_lib.coreml.run` in
+    ``mode`` (default ``"declared"``: each value in the type the package gives it;
+    ``precision="fp16"`` / ``"fp32"`` are the earlier names of ``"neural_engine_fp16"`` and
+    ``"fp32_reference"``). The result is float32 (in an fp16 run it holds the fp16 values the
+    package computed).
     """
-    from ane_lib.coreml.executor import _resolve_program, run
+    from ane_lib.coreml.executor import resolve_mode, run
+    from ane_lib.coreml.program import load_program
 
-    check_choice("precision", precision, ("fp16", "fp32"))
-    program = _resolve_program(path_or_program)
+    run_mode = resolve_mode(mode, precision)
+    program = (
+        load_program(path_or_program)
+        if isinstance(path_or_program, (str, os.PathLike))
+        else path_or_program
+    )
     function = program.functions["main"]
     if len(function.inputs) != 1 or len(function.outputs) != 1:
         raise ValueError(
@@ -57,7 +65,7 @@ def run_dataset(
             f"{samples.shape}"
         )
     output = function.outputs[0].name
-    results = [run(program, {name: x[None]}, precision=precision)[output] for x in samples]
+    results = [run(program, {name: x[None]}, run_mode)[output] for x in samples]
     return np.concatenate(results).astype(np.float32)
 
 
