@@ -2,13 +2,14 @@
 
     ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
         -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
-    ane-lib report tiny_moat_1.mlpackage [--json]
+    ane-lib report tiny_moat_1.mlpackage [--json] [--fail-on error|warning|cost] [--top N]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
     ane-lib verify text.mlpackage --model my_project.models:build_model
     ane-lib verify swin.mlpackage --model "ane_lib.zoo:build('swin_tiny', tiny=True)"
 
-Exit status: 0 success, 1 a check failed (verification below threshold, a hard ANE violation,
-a conversion failure), 2 bad usage or bad input. Errors are one line on stderr, no traceback.
+Exit status: 0 success, 1 a check failed (verification below threshold, a rule of the report at
+``--fail-on`` severity or worse, a conversion failure), 2 bad usage or bad input. Errors are one
+line on stderr, no traceback.
 
 Form: ``export`` builds the model in the Neural Engine's form (``--form ane``, the default),
 whose package has fewer layout ops and less 64-byte padding than the paper's standard form
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="check a package against the Neural Engine's rules")
     rep.add_argument("path", type=Path, help="a saved .mlpackage")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
+    rep.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "cost"),
+        default="warning",
+        help="exit 1 when a rule of this severity or worse fires (default: warning)",
+    )
+    rep.add_argument("--top", type=int, default=10, help="rows of the worst-ops table (10)")
 
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
     ver.add_argument("path", type=Path, help="a saved .mlpackage")
@@ -153,7 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
     ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
     ver.add_argument(
-        "--precision", choices=PRECISIONS, default="fp16", help="executor precision (fp16)"
+        "--mode",
+        help="how the executor stores float values: declared (default: as the package types "
+        "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32)",
+    )
+    ver.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="earlier name: fp16 = neural_engine_fp16, fp32 = fp32_reference",
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(
@@ -303,20 +318,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_is_hard_failure(rep: Any) -> bool:
-    """True when the report finds something Core ML refuses outright (rank > 5, dim > 16384)."""
-    return bool(rep.high_rank_ops or rep.large_dim_ops)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Print the report; exit 1 when a rule of severity ``--fail-on`` or worse fires."""
     from ane_lib.coreml.report import report
 
+    _check_ints(args, ("top",))
     rep = report(_existing_package(args.path))
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=2, sort_keys=True, default=str))
+        print(json.dumps(rep.to_dict(top=args.top), indent=2, sort_keys=True, default=str))
     else:
-        print(rep)
-    return EXIT_FAILED if _report_is_hard_failure(rep) else EXIT_OK
+        print(rep.format(top=args.top))
+    return EXIT_FAILED if rep.failed(args.fail_on) else EXIT_OK
 
 
 def _existing_package(path: Path) -> Path:
@@ -347,6 +359,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _check_ints(args, ("window", "num_classes", "image_size", "seed", "samples", "input_seed"))
     if not 0.0 <= args.min_top1 <= 1.0:
         raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
+    from ane_lib.coreml.executor import resolve_mode
+
+    try:
+        mode = resolve_mode(args.mode, args.precision)  # before the model is built
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     path = _existing_package(args.path)
     meta = read_export_metadata(path)
     name, options, weights = _recorded(meta, path)
@@ -378,7 +396,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         model = _build_model(name, options, 0 if seed is None else seed, weights_file)
     try:
         result = verify(
-            path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
+            path,
+            model,
+            samples=args.samples,
+            seed=args.input_seed,
+            mode=mode,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -399,6 +421,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         source = f"weights {weights_file}" if weights_file else f"seed {seed}"
         print(f"{name} {options} ({source})")
+        print(f"executor mode   {result.mode}")
         print(f"PSNR            {result.psnr_db:8.2f} dB   (threshold {args.min_psnr:g} dB)")
         print(f"max abs error   {result.max_abs_error:11.4g}")
         print(f"max rel error   {result.max_rel_error:11.4g}")

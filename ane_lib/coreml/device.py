@@ -16,13 +16,14 @@ import os
 import platform
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ane_lib._checks import check_choice
+from ane_lib.coreml.mil_graph import walk_ops
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
 
 __all__ = [
@@ -168,13 +169,6 @@ def _device_name(device: Any) -> str:
     return type(device).__name__
 
 
-def _walk(block: Any) -> Iterator[Any]:
-    for op in block.operations:
-        yield op
-        for inner in op.blocks:
-            yield from _walk(inner)
-
-
 def compute_plan(path: str | os.PathLike[str], compute_units: str = "cpu_and_ne") -> ComputePlan:
     """Core ML's device plan for every op of the package at ``path`` (macOS 14.4 or later).
 
@@ -195,7 +189,7 @@ def compute_plan(path: str | os.PathLike[str], compute_units: str = "cpu_and_ne"
     if program is None:
         raise ValueError(f"path {str(path)!r} is not an ML program (expected an mlProgram model)")
     ops: list[OpPlacement] = []
-    for op in _walk(program.functions["main"].block):
+    for op in walk_ops(program.functions["main"].block):
         if op.operator_name == "const":
             continue
         usage = plan.get_compute_device_usage_for_mlprogram_operation(op)

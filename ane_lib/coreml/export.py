@@ -40,6 +40,7 @@ from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
 from ane_lib._warnings import quiet_library_warnings
+from ane_lib.coreml import module_record
 from ane_lib.coreml.normalise import prepare_for_coreml
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
@@ -448,6 +449,8 @@ def export(
             exported = torch.export.export(traced, args, kwargs)
             # ATen that coremltools rejects, rewritten (ane_lib.coreml.normalise)
             exported, fixes = prepare_for_coreml(exported)
+        # module paths, kept with the package (the user's own, not under the cast wrapper)
+        nodes = module_record.tag_nodes(exported, wrapper="model" if casts else None)
     except Exception as err:
         raise ExportError(
             f"torch.export could not capture {model_name} with input {described}: "
@@ -533,6 +536,7 @@ def export(
         built = scratch / dest.name
         with quiet_coremltools():
             mlmodel.save(str(built))
+        module_record.write_record(built, nodes)
         _check_destination(dest, overwrite)  # someone may have created it meanwhile
         _install(built, dest, scratch)
     except (ValueError, FileExistsError):

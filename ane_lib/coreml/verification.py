@@ -8,11 +8,12 @@ for the worst output.
 
 Two comparisons answer two questions:
 
-- is the executor right? Export with ``precision="fp32"`` and verify with ``precision="fp32"``:
-  the package then holds the float32 weights and only the executor's arithmetic differs from
-  PyTorch (about 1e-6 relative).
-- what does deployment cost? Export in fp16 (the default) and verify with ``precision="fp16"``:
-  the executor keeps every value in fp16, as the Neural Engine does, against PyTorch in fp32.
+- is the executor right? Export with ``precision="fp32"`` and verify (the executor's default
+  mode, ``"declared"``, then stores every value in fp32, as the package declares): only the
+  executor's arithmetic differs from PyTorch (about 1e-6 relative).
+- what does deployment cost? Export in fp16 (the default) and verify: the package declares
+  fp16 throughout, so every value is stored in fp16, as on the Neural Engine
+  (``mode="neural_engine_fp16"`` forces that for any package), against PyTorch in fp32.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
-from ane_lib.coreml.precision import PRECISIONS, Precision
+from ane_lib._checks import check_nonnegative_int, check_positive_int
+from ane_lib.coreml.precision import Precision
 from ane_lib.coreml.program import PackageInfo, package_io
 from ane_lib.coreml.signature import (
     TensorSpec,
@@ -55,9 +56,10 @@ def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
     peak = float(np.max(np.abs(ref))) if ref.size else 0.0
     if rmse == 0.0:
         return math.inf
-    if peak == 0.0:
+    ratio = peak / rmse
+    if ratio == 0.0:  # a subnormal peak against a normal error: the quotient underflows
         return -math.inf
-    return 20.0 * math.log10(peak / rmse)
+    return 20.0 * math.log10(ratio)
 
 
 @dataclass(frozen=True)
@@ -66,18 +68,25 @@ class Verification:
 
     ``psnr_db``, ``max_abs_error``, ``max_rel_error`` (max abs error divided by
     ``max|reference|``) and ``top1_agreement`` (fraction of rows, i.e. positions of all but
-    the last axis, whose arg-max over the last axis agrees), for ``samples`` inputs executed at
-    ``precision``. With several outputs, ``outputs`` holds these figures per output name and
-    the top-level figures are the worst of them (lowest PSNR and agreement, largest errors).
+    the last axis, whose arg-max over the last axis agrees), for ``samples`` inputs run in the
+    executor's ``mode`` (see :func:`ane_lib.coreml.run`). With several outputs, ``outputs``
+    holds these figures per output name and the top-level figures are the worst of them
+    (lowest PSNR and agreement, largest errors).
     """
 
     samples: int
-    precision: Precision
+    mode: str
     psnr_db: float
     max_abs_error: float
     max_rel_error: float
     top1_agreement: float
     outputs: dict[str, Verification] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The mode under its earlier name: "fp16", "fp32" or "declared"."""
+        aliases = {"neural_engine_fp16": "fp16", "fp32_reference": "fp32"}
+        return aliases.get(self.mode, self.mode)
 
     def passed(self, min_psnr: float, min_top1: float = 1.0) -> bool:
         """True when the PSNR and the top-1 agreement both reach their thresholds."""
@@ -95,14 +104,14 @@ class Verification:
         )
 
     def __str__(self) -> str:
-        text = f"{self.samples} sample(s), executor {self.precision} vs PyTorch: {self._line()}"
+        text = f"{self.samples} sample(s), executor ({self.mode}) vs PyTorch: {self._line()}"
         if len(self.outputs) > 1:
             text += "".join(f"\n  {name}: {v._line()}" for name, v in self.outputs.items())
         return text
 
 
 def _measure(
-    refs: list[np.ndarray], gots: list[np.ndarray], samples: int, precision: Precision
+    refs: list[np.ndarray], gots: list[np.ndarray], samples: int, mode: str
 ) -> Verification:
     ref_all, got_all = np.stack(refs), np.stack(gots)
     err = float(np.max(np.abs(ref_all - got_all))) if ref_all.size else 0.0
@@ -113,7 +122,7 @@ def _measure(
         top1 = 1.0
     return Verification(
         samples=samples,
-        precision=precision,
+        mode=mode,
         psnr_db=psnr(ref_all, got_all),
         max_abs_error=err,
         max_rel_error=err / peak if peak else (0.0 if err == 0 else math.inf),
@@ -180,7 +189,8 @@ def verify(
     *,
     samples: int | None = None,
     seed: int = 0,
-    precision: Precision = "fp16",
+    mode: str | None = None,
+    precision: Precision | None = None,
     inputs: Iterable[torch.Tensor | Mapping[str, torch.Tensor]] | None = None,
 ) -> Verification:
     """Run the package at ``path`` with the reference executor and ``model`` in PyTorch on the
@@ -194,15 +204,17 @@ def verify(
         seed: random inputs use seeds ``seed, seed + 1, ...``: each draws every input as
             ``export`` recorded it (e.g. an image ``(1, 3, 256, 256)`` in ``[0, 1)``, as
             :func:`~ane_lib.coreml.example_input`; token ids in ``[0, vocab)``).
-        precision: the executor stores values in ``"fp16"`` (as the Neural Engine does) or
-            ``"fp32"``.
+        mode: how the executor stores values (default ``"declared"``: each in the type the
+            package declares; see :func:`ane_lib.coreml.run`).
+        precision: the earlier alias: ``"fp16"`` is ``mode="neural_engine_fp16"``,
+            ``"fp32"`` is ``mode="fp32_reference"``.
         inputs: a data set instead of random inputs: an iterable of samples, each a tensor
             (one-input package) or a mapping input name -> tensor of the declared shape.
 
     Float inputs that the package takes in fp16 are rounded to fp16 for both sides. Returns a
     :class:`Verification` with figures per output and for the worst output.
     """
-    from ane_lib.coreml.executor import run
+    from ane_lib.coreml.executor import resolve_mode, run
     from ane_lib.coreml.program import load_program
 
     if not isinstance(model, nn.Module):
@@ -211,7 +223,7 @@ def verify(
         raise ValueError("give either samples (random inputs) or inputs (a data set), not both")
     n_random = 2 if samples is None else check_positive_int("samples", samples)
     check_nonnegative_int("seed", seed)
-    check_choice("precision", precision, PRECISIONS)
+    mode = resolve_mode(mode, precision)
     info = package_io(path)
     specs = _recorded_specs(info)
     single = len(specs) == 1
@@ -247,7 +259,7 @@ def verify(
                         f"model returns outputs {list(named)} but {str(path)!r} has {wanted}"
                     )
                 named = dict(zip(wanted, named.values(), strict=True))  # renamed at export
-            got = run(program, package_arrays(sample, specs), precision=precision)
+            got = run(program, package_arrays(sample, specs), mode)
             for name, ref in named.items():
                 refs[name].append(ref.detach().double().cpu().numpy())
                 gots[name].append(np.asarray(got[name], dtype=np.float64).reshape(ref.shape))
@@ -256,10 +268,10 @@ def verify(
         model.train(was_training)
     if count == 0:
         raise ValueError("inputs holds no sample; give at least one")
-    per_output = {name: _measure(refs[name], gots[name], count, precision) for name in wanted}
+    per_output = {name: _measure(refs[name], gots[name], count, mode) for name in wanted}
     worst = Verification(
         samples=count,
-        precision=precision,
+        mode=mode,
         psnr_db=min(v.psnr_db for v in per_output.values()),
         max_abs_error=max(v.max_abs_error for v in per_output.values()),
         max_rel_error=max(v.max_rel_error for v in per_output.values()),
