@@ -95,7 +95,8 @@ def test_a_row_of_the_table(resnet: tuple[ZooRow, Path]) -> None:
     assert row.ops and row.layout_ops is not None and row.max_rank == 4
     assert row.padded_bytes is not None and row.real_bytes is not None
     assert row.padded_bytes >= row.real_bytes > 0
-    assert row.fp32_ops == 0 and row.rules == ()
+    assert row.fp32_ops == 0 and row.rules == ()  # no error or warning of the rule table
+    assert row.costs is not None and "last-axis-padding" in row.costs
     assert row.psnr_db is not None and row.psnr_db > 50 and row.top1 == 1.0 and row.samples == 2
     assert row.export_s is not None and row.verify_s is not None
     assert read_export_metadata(path)["entry_point"] == entry_point("resnet50", tiny=True)
@@ -105,6 +106,14 @@ def test_a_row_of_the_table(resnet: tuple[ZooRow, Path]) -> None:
     with pytest.raises(ValueError, match="columns"):
         rows_markdown([row], ["model", "colour"])
     assert set(COLUMNS) >= {"ops", "layout", "rank", "real", "padded", "fp32", "rules", "PSNR"}
+
+
+def test_nan_in_fp16_is_a_verify_failure_that_names_the_rule(tmp_path: Path) -> None:
+    # DeBERTa masks with torch.finfo(float32).min, which is -inf in an fp16 package
+    row = evaluate("deberta_v3_base", tiny=True, samples=1, workdir=tmp_path)
+    assert row.exported and row.rules is not None and "negative-infinity" in row.rules
+    assert row.stage == "verify" and row.error is not None and "inf" in row.error
+    assert not row.verified
 
 
 def test_a_failure_is_a_row_with_the_users_message(tmp_path: Path) -> None:

@@ -28,8 +28,9 @@ from typing import Any
 from torch import nn
 
 from ane_lib._checks import check_positive_int
+from ane_lib.ane_rules import Report
 from ane_lib.coreml.export import ExportError, export, read_export_metadata
-from ane_lib.coreml.report import Report, report
+from ane_lib.coreml.report import report
 from ane_lib.coreml.signature import TensorSpec
 from ane_lib.coreml.verification import verify
 from ane_lib.zoo.catalog import build, entry_point, zoo_entry, zoo_inputs
@@ -45,7 +46,8 @@ class ZooRow:
     """One model's line in the zoo table (``None`` where a stage did not run).
 
     ``stage`` is where a failure happened (``"build"``, ``"export"``, ``"verify"``) and
-    ``error`` the message the user sees there. ``rules``: ids of the report's rules that fire.
+    ``error`` the message the user sees there. ``rules`` / ``costs``: ids of the report's rules
+    of severity error or warning / cost that fire (:func:`rules_violated`).
     ``psnr_db`` / ``top1``: the package run by the executor in fp16 against the model in
     PyTorch fp32, over ``samples`` random inputs.
     """
@@ -65,6 +67,7 @@ class ZooRow:
     padded_bytes: int | None = None
     fp32_ops: int | None = None
     rules: tuple[str, ...] | None = None
+    costs: tuple[str, ...] | None = None
     psnr_db: float | None = None
     top1: float | None = None
     samples: int = 0
@@ -93,15 +96,12 @@ class ZooRow:
         return out
 
 
-def rules_violated(rep: Report) -> tuple[str, ...]:
-    """Ids of the report's checks that fail on ``rep``, in the report's order."""
-    checks = (
-        ("rank", rep.high_rank_ops),
-        ("reported-fallback", rep.fallback_ops),
-        ("fp32", rep.fp32_ops),
-        ("dimension-limits", rep.large_dim_ops),
-    )
-    return tuple(rule_id for rule_id, ops in checks if ops)
+def rules_violated(rep: Report, *, costs: bool = False) -> tuple[str, ...]:
+    """Ids of the rules of the report's table (:data:`ane_lib.ane_rules.RULES`) that fire on
+    ``rep``, in the table's order: the errors and warnings, or with ``costs=True`` the costs
+    (``last-axis-padding``, ``linear-layer``, ...), which the report counts but does not fail
+    on."""
+    return tuple(r.id for r in rep.fired() if (r.severity == "cost") == costs)
 
 
 def _describe_inputs(specs: Mapping[str, TensorSpec]) -> str:
@@ -207,19 +207,29 @@ def _evaluate(
         padded_bytes=rep.activation_padded_bytes,
         fp32_ops=len(rep.fp32_ops),
         rules=rules_violated(rep),
+        costs=rules_violated(rep, costs=True),
     )
     t0 = time.perf_counter()
     try:
-        result = verify(path, model, samples=samples, precision="fp16")
+        result = verify(path, model, samples=samples, mode="neural_engine_fp16")
     except Exception as err:  # an executor gap or an fp16 overflow: the row says which
         return dataclasses.replace(row, stage="verify", error=f"{type(err).__name__}: {err}")
-    return dataclasses.replace(
+    row = dataclasses.replace(
         row,
         psnr_db=result.psnr_db,
         top1=result.top1_agreement,
         samples=result.samples,
         verify_s=time.perf_counter() - t0,
     )
+    if math.isfinite(result.max_abs_error):
+        return row
+    # NaN or inf that the executor did not stop at: a constant that is already -inf in the
+    # package (the report's negative-infinity rule says which)
+    why = "the fp16 package's outputs hold NaN or inf where PyTorch's are finite"
+    findings = rep.findings.get("negative-infinity", ())
+    if findings:
+        why += f"; the report: {findings[0].message}"
+    return dataclasses.replace(row, stage="verify", error=why)
 
 
 def zoo_table(
@@ -268,6 +278,7 @@ COLUMNS: dict[str, Callable[[ZooRow], str]] = {
     "padded": lambda r: _fmt_bytes(r.padded_bytes),
     "fp32": lambda r: _fmt(r.fp32_ops),
     "rules": lambda r: "-" if r.rules is None else (", ".join(r.rules) or "none"),
+    "costs": lambda r: "-" if r.costs is None else (", ".join(r.costs) or "none"),
     "PSNR": lambda r: _fmt(r.psnr_db, ".1f"),
     "top-1": lambda r: _fmt(r.top1, ".0%"),
     "export s": lambda r: _fmt(r.export_s, ".1f"),

@@ -145,3 +145,28 @@ def test_every_pool_is_covered() -> None:
         "max_pool",
         "l2_pool",
     }
+
+
+def test_a_kernel_larger_than_the_map() -> None:
+    # A global pool written as one huge window: Hugging Face's EfficientNet pools its 7x7 map
+    # with nn.AvgPool2d(1280, ceil_mode=True). Checked against torch's own pools; the taps
+    # past the map read nothing, so this runs as fast as a 7x7 window.
+    import torch
+    import torch.nn.functional as F
+
+    x = np.random.default_rng(0).normal(size=(1, 8, 7, 5)).astype(np.float32)
+    for kind, torch_pool in (("avg", F.avg_pool2d), ("max", F.max_pool2d)):
+        fn = getattr(mb, f"{kind}_pool")
+        check(
+            f"{kind}_pool",
+            lambda x, fn=fn: fn(
+                x=x,
+                kernel_sizes=[1280, 1280],
+                strides=[1280, 1280],
+                pad_type="valid",
+                ceil_mode=True,
+            ),
+            {"x": x},
+            lambda x, pool=torch_pool: pool(torch.from_numpy(x), 1280, ceil_mode=True).numpy(),
+            what="kernel 1280 on a 7x5 map",
+        )

@@ -39,10 +39,15 @@ def _pool(a: OpArgs, kind: str) -> torch.Tensor:
         _out_size(d, p0, p1, k, s, ceil)
         for d, (p0, p1), k, s in zip(sizes, pads, kernel, strides, strict=True)
     ]
+    # A tap at offset t >= d + p0 + p1 reads only ceil_mode's extra room, whose fill (-inf or
+    # 0) changes neither a max nor a sum and is never counted: only the first d + p0 + p1 taps
+    # of an axis matter. (A global pool written with a huge kernel, as EfficientNet's
+    # nn.AvgPool2d(1280, ceil_mode=True) on a 7x7 map, would otherwise pad to 1280 x 1280.)
+    taps = [min(k, d + p0 + p1) for k, d, (p0, p1) in zip(kernel, sizes, pads, strict=True)]
     # room beyond the declared padding for ceil_mode's last windows
     extra = [
-        max(0, (o - 1) * s + k - (d + p0 + p1))
-        for o, s, k, d, (p0, p1) in zip(outs, strides, kernel, sizes, pads, strict=True)
+        max(0, (o - 1) * s + t - (d + p0 + p1))
+        for o, s, t, d, (p0, p1) in zip(outs, strides, taps, sizes, pads, strict=True)
     ]
     widths = [
         w for (p0, p1), e in zip(reversed(pads), reversed(extra), strict=True) for w in (p0, p1 + e)
@@ -53,7 +58,7 @@ def _pool(a: OpArgs, kind: str) -> torch.Tensor:
     combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
         torch.maximum if kind == "max" else torch.add
     )
-    for tap in itertools.product(*(range(k) for k in kernel)):
+    for tap in itertools.product(*(range(t) for t in taps)):
         window = xp[(slice(None), slice(None), *window_slices(tap, strides, outs))]
         if kind == "l2":
             window = window * window
@@ -73,7 +78,7 @@ def _pool(a: OpArgs, kind: str) -> torch.Tensor:
         inner = [(p0, p1 + e) for (p0, p1), e in zip(pads, extra, strict=True)]
     counted = F.pad(ones[None], [w for b, e in reversed(inner) for w in (b, e)])[0]
     count = torch.zeros(outs, dtype=x.dtype)
-    for tap in itertools.product(*(range(k) for k in kernel)):
+    for tap in itertools.product(*(range(t) for t in taps)):
         count += counted[window_slices(tap, strides, outs)]
     return acc / count
 
