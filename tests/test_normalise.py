@@ -17,6 +17,7 @@ from torch import nn
 from ane_lib.coreml import ExportError, export, read_export_metadata, run
 from ane_lib.coreml.normalise import (
     ALWAYS_DECOMPOSED,
+    IDENTITY_OPS,
     POOL_OPS,
     GraphFix,
     coreml_unsupported_ops,
@@ -83,10 +84,7 @@ def _plain_convert(model: nn.Module) -> None:
         ct.convert(exported, convert_to="mlprogram", compute_precision=ct.precision.FLOAT32)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_fix_converts_what_coremltools_rejects(case: str, tmp_path: Path) -> None:
-    fn, op, kind = CASES[case]
-    model = Op(fn)
+def _check_fix(model: nn.Module, op: str, kind: str, tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017 - any coremltools error: it must not convert
         _plain_convert(model)
     path = export(model, SHAPE, tmp_path / "m.mlpackage", precision="fp32")
@@ -97,6 +95,29 @@ def test_fix_converts_what_coremltools_rejects(case: str, tmp_path: Path) -> Non
         ref = model(x).numpy()
     got = next(iter(run(path, {"image": x.numpy()}, precision="fp32").values()))
     np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5 * abs(ref).max())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fix_converts_what_coremltools_rejects(case: str, tmp_path: Path) -> None:
+    fn, op, kind = CASES[case]
+    _check_fix(Op(fn), op, kind, tmp_path)
+
+
+class FullSlice(nn.Module):
+    """An expanded buffer sliced over its whole length: Hugging Face's position ids
+    (``torch.arange(n).expand((1, -1))``, then ``[:, :seq_length]``) at the longest input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        ids = torch.arange(SHAPE[-1], dtype=torch.float32).expand((1, -1))
+        self.register_buffer("position_ids", ids, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.position_ids[:, : x.shape[-1]]
+
+
+def test_an_identity_view_is_removed(tmp_path: Path) -> None:
+    _check_fix(FullSlice(), "alias", "removed", tmp_path)
 
 
 class Prod(nn.Module):
@@ -142,5 +163,5 @@ def test_fixes_are_counted_per_op_and_described() -> None:
 
 
 def test_tables_name_real_aten_ops() -> None:
-    for name in (*ALWAYS_DECOMPOSED, *POOL_OPS):
+    for name in (*ALWAYS_DECOMPOSED, *POOL_OPS, *IDENTITY_OPS):
         assert hasattr(torch.ops.aten, name), name

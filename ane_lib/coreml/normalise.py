@@ -2,7 +2,7 @@
 
 ``torch.export`` hands coremltools a graph of ATen ops that PyTorch itself runs. coremltools 9's
 torch.export frontend rejects some of them; a user should not have to edit a model for that.
-:func:`prepare_for_coreml` rewrites the graph before conversion; three kinds of fixes:
+:func:`prepare_for_coreml` rewrites the graph before conversion; four kinds of fixes:
 
 1. **Defaulted arguments coremltools requires** (:data:`POOL_OPS`): ``F.max_pool2d(x, 2)``
    leaves the stride at its default, which PyTorch defines as the kernel size; coremltools
@@ -20,6 +20,11 @@ torch.export frontend rejects some of them; a user should not have to edit a mod
    repeated while the result still holds such ops (or ops of step 2). Which ops coremltools
    converts is asked of coremltools itself (``is_torch_fx_node_supported``), so the step
    follows the installed version.
+
+4. **Views that are the identity** (:data:`IDENTITY_OPS`): slicing an expanded buffer over
+   its whole length, as Hugging Face's ``self.position_ids[:, :seq_length]`` does when the
+   sequence fills the table (DistilBERT at its longest input), leaves an ``alias`` node,
+   which coremltools has no conversion for. Its users read its input instead.
 
 Ops that neither coremltools converts nor PyTorch decomposes into convertible ops (``prod``,
 ``trunc``, ...) are left alone: the conversion then fails with the error of
@@ -40,6 +45,7 @@ import torch
 
 __all__ = [
     "ALWAYS_DECOMPOSED",
+    "IDENTITY_OPS",
     "POOL_OPS",
     "GraphFix",
     "coreml_unsupported_ops",
@@ -67,14 +73,18 @@ POOL_OPS: tuple[str, ...] = (
     "max_pool3d_with_indices",
 )
 
+#: ATen ops that return their input unchanged in a functional graph; removed from it.
+IDENTITY_OPS: tuple[str, ...] = ("alias",)
+
 # Rounds of step 3: a decomposition can produce ops that need one more (none seen beyond two).
 _MAX_ROUNDS = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class GraphFix:
-    """One rewrite :func:`prepare_for_coreml` made: ``kind`` (``"decomposed"`` or
-    ``"default stride"``), the ATen op (``"where.ScalarOther"``) and how many nodes it had."""
+    """One rewrite :func:`prepare_for_coreml` made: ``kind`` (``"decomposed"``,
+    ``"default stride"`` or ``"removed"``), the ATen op (``"where.ScalarOther"``) and how many
+    nodes it had."""
 
     kind: str
     op: str
@@ -188,7 +198,23 @@ def prepare_for_coreml(exported: Any) -> tuple[Any, list[GraphFix]]:
         if not table:
             break
     fixes += _stride_fixes(exported)  # in case a decomposition made a max pool
+    fixes += [GraphFix("removed", op, n) for op, n in _remove_identities(exported).items()]
     return exported, _merged(fixes)
+
+
+def _remove_identities(exported: Any) -> Counter[str]:
+    """Bypass and erase the nodes of :data:`IDENTITY_OPS` (their users read their input)."""
+    removed: Counter[str] = Counter()
+    graph = exported.graph_module.graph
+    for node in list(_aten_nodes(exported)):
+        if node.target._schema.name.split("::")[-1] not in IDENTITY_OPS:
+            continue
+        node.replace_all_uses_with(node.args[0])
+        graph.erase_node(node)
+        removed[_op_name(node.target)] += 1
+    if removed:
+        exported.graph_module.recompile()
+    return removed
 
 
 def _stride_fixes(exported: Any) -> list[GraphFix]:

@@ -11,8 +11,10 @@ Needs the ``[hf]`` and ``[coreml]`` extras. The models are not registered in
 """
 
 from ane_lib.zoo.catalog import (
+    INITS,
     TASKS,
     ZOO,
+    Init,
     Task,
     ZooEntry,
     build,
@@ -23,8 +25,10 @@ from ane_lib.zoo.catalog import (
 )
 
 __all__ = [
+    "INITS",
     "TASKS",
     "ZOO",
+    "Init",
     "Task",
     "ZooEntry",
     "build",

@@ -29,8 +29,10 @@ from ane_lib.coreml.signature import TensorSpec, sample_inputs
 from ane_lib.models.weights import unit_variance_init_
 
 __all__ = [
+    "INITS",
     "TASKS",
     "ZOO",
+    "Init",
     "Task",
     "ZooEntry",
     "build",
@@ -42,6 +44,10 @@ __all__ = [
 
 Task = Literal["image", "text"]
 TASKS: tuple[Task, ...] = get_args(Task)
+#: How :func:`build` initialises: ``"unit_variance"`` (the class's initialisation, then
+#: :func:`~ane_lib.models.unit_variance_init_`) or ``"transformers"`` (the class's alone).
+Init = Literal["unit_variance", "transformers"]
+INITS: tuple[Init, ...] = get_args(Init)
 
 #: Classes of every classifier head in the zoo.
 NUM_LABELS = 10
@@ -54,7 +60,7 @@ _TEXT_TINY = {
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "intermediate_size": 128,
-    "max_position_embeddings": 64,
+    "max_position_embeddings": 128,  # room for the 128 tokens of the full entries
 }
 
 
@@ -306,7 +312,7 @@ ZOO: tuple[ZooEntry, ...] = (
             "n_layers": 2,
             "n_heads": 2,
             "hidden_dim": 128,
-            "max_position_embeddings": 64,
+            "max_position_embeddings": 128,
         },
     ),
     _text("bert_base", "Bert", "BERT-base", tiny=_TEXT_TINY),
@@ -354,7 +360,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "GPT2",
         "GPT-2 (124M), last-token classifier",
         config={"use_cache": False},
-        tiny={"n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 64},
+        tiny={"n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 128},
     ),
 )
 
@@ -415,7 +421,14 @@ def zoo_inputs(name: str, *, tiny: bool = False, size: int | None = None) -> dic
     }
 
 
-def build(name: str, *, tiny: bool = False, size: int | None = None, seed: int = 0) -> nn.Module:
+def build(
+    name: str,
+    *,
+    tiny: bool = False,
+    size: int | None = None,
+    seed: int = 0,
+    init: Init = "unit_variance",
+) -> nn.Module:
     """The zoo model ``name`` with random weights, in eval mode.
 
     Args:
@@ -425,23 +438,33 @@ def build(name: str, *, tiny: bool = False, size: int | None = None, seed: int =
             vision transformer's position embeddings are made for it.
         seed: seed of the weights; the same arguments give the same weights. The caller's
             random state is left untouched.
+        init: ``"unit_variance"`` (default) rescales every linear and conv layer to unit
+            output scale on the entry's sample inputs (seeded with ``seed``), as trained
+            weights have; ``"transformers"`` keeps the class's own initialisation.
     """
     entry = zoo_entry(name)
     check_nonnegative_int("seed", seed)
+    check_choice("init", init, INITS)
     side = _size(entry, tiny, size)
     config = _config(entry, tiny, side)
     model_class = getattr(_transformers(), entry.model_class)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model: nn.Module = model_class(config).eval()
-    sample = sample_inputs(zoo_inputs(name, tiny=tiny, size=side), seed)
-    if entry.task == "text":
-        sample = {k: v.long() for k, v in sample.items()}
-    unit_variance_init_(model, **sample)
+    if init == "unit_variance":
+        sample = sample_inputs(zoo_inputs(name, tiny=tiny, size=side), seed)
+        unit_variance_init_(model, **sample)
     return model
 
 
-def entry_point(name: str, *, tiny: bool = False, size: int | None = None, seed: int = 0) -> str:
+def entry_point(
+    name: str,
+    *,
+    tiny: bool = False,
+    size: int | None = None,
+    seed: int = 0,
+    init: Init = "unit_variance",
+) -> str:
     """``ane-lib verify --model`` value that rebuilds this model, e.g.
     ``"ane_lib.zoo:build('swin_tiny', tiny=True)"`` (arguments at their defaults left out)."""
     entry = zoo_entry(name)
@@ -452,4 +475,6 @@ def entry_point(name: str, *, tiny: bool = False, size: int | None = None, seed:
         args.append(f"size={size}")
     if seed:
         args.append(f"seed={seed}")
+    if init != "unit_variance":
+        args.append(f"init={init!r}")
     return f"ane_lib.zoo:build({', '.join(args)})"
