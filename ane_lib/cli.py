@@ -419,8 +419,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         }
         print(json.dumps(figures, indent=2, sort_keys=True))
     else:
-        source = f"weights {weights_file}" if weights_file else f"seed {seed}"
-        print(f"{name} {options} ({source})")
+        if ":" in name:  # a model built by the user's code: nothing else to say
+            print(name)
+        else:
+            source = f"weights {weights_file}" if weights_file else f"seed {seed}"
+            print(f"{name} {options} ({source})")
         print(f"executor mode   {result.mode}")
         print(f"PSNR            {result.psnr_db:8.2f} dB   (threshold {args.min_psnr:g} dB)")
         print(f"max abs error   {result.max_abs_error:11.4g}")

@@ -98,6 +98,8 @@ def test_a_row_of_the_table(resnet: tuple[ZooRow, Path]) -> None:
     assert row.fp32_ops == 0 and row.rules == ()  # no error or warning of the rule table
     assert row.costs is not None and "last-axis-padding" in row.costs
     assert row.psnr_db is not None and row.psnr_db > 50 and row.top1 == 1.0 and row.samples == 2
+    # PyTorch's own fp16 forward loses about as much as the package does
+    assert row.torch_fp16_psnr_db is not None and abs(row.torch_fp16_psnr_db - row.psnr_db) < 6
     assert row.export_s is not None and row.verify_s is not None
     assert read_export_metadata(path)["entry_point"] == entry_point("resnet50", tiny=True)
     assert row.to_dict()["name"] == "resnet50"

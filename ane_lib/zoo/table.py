@@ -10,11 +10,14 @@ it for many models and :func:`rows_markdown` shows the rows as a table.
 Columns (:class:`ZooRow`): whether it exported and, if not, why; the graph rewrites the exporter
 made (:mod:`ane_lib.coreml.normalise`); ops, layout ops (transposes and reshapes) and the largest
 tensor rank; activation bytes, real and padded to 64-byte rows; fp32 ops; the report's rules
-that fire; fp16 PSNR and top-1 agreement against PyTorch; export and verification times.
+that fire; fp16 PSNR and top-1 agreement against PyTorch, beside the PSNR of PyTorch's own
+fp16 forward (what fp16 costs these weights, whoever runs them); export and verification
+times.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -25,17 +28,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from ane_lib._checks import check_positive_int
 from ane_lib.ane_rules import Report
 from ane_lib.coreml.export import ExportError, export, read_export_metadata
 from ane_lib.coreml.report import report
-from ane_lib.coreml.signature import TensorSpec
-from ane_lib.coreml.verification import verify
+from ane_lib.coreml.signature import TensorSpec, flatten_outputs, sample_inputs
+from ane_lib.coreml.verification import psnr, verify
 from ane_lib.zoo.catalog import build, entry_point, zoo_entry, zoo_inputs
 
-__all__ = ["ZooRow", "evaluate", "rows_markdown", "rules_violated", "zoo_table"]
+__all__ = [
+    "ZooRow",
+    "evaluate",
+    "rows_markdown",
+    "rules_violated",
+    "torch_fp16_psnr",
+    "zoo_table",
+]
 
 #: The PSNR the zoo aims for (fp16 executor against PyTorch fp32), in dB.
 TARGET_PSNR_DB = 60.0
@@ -49,7 +61,10 @@ class ZooRow:
     ``error`` the message the user sees there. ``rules`` / ``costs``: ids of the report's rules
     of severity error or warning / cost that fire (:func:`rules_violated`).
     ``psnr_db`` / ``top1``: the package run by the executor in fp16 against the model in
-    PyTorch fp32, over ``samples`` random inputs.
+    PyTorch fp32, over ``samples`` random inputs. ``torch_fp16_psnr_db``: PyTorch's own fp16
+    forward (a copy of the model in half precision, on the CPU) against its fp32 forward on the
+    same inputs: what fp16 costs these weights whoever runs them, the yardstick for
+    ``psnr_db`` (``torch_fp16_error`` if PyTorch cannot run the model in fp16).
     """
 
     name: str
@@ -70,6 +85,8 @@ class ZooRow:
     costs: tuple[str, ...] | None = None
     psnr_db: float | None = None
     top1: float | None = None
+    torch_fp16_psnr_db: float | None = None
+    torch_fp16_error: str | None = None
     samples: int = 0
     export_s: float | None = None
     verify_s: float | None = None
@@ -221,6 +238,10 @@ def _evaluate(
         samples=result.samples,
         verify_s=time.perf_counter() - t0,
     )
+    try:
+        row = dataclasses.replace(row, torch_fp16_psnr_db=torch_fp16_psnr(model, inputs, samples))
+    except Exception as err:  # e.g. a model whose buffers stay fp32 in .half()
+        row = dataclasses.replace(row, torch_fp16_error=f"{type(err).__name__}: {err}")
     if math.isfinite(result.max_abs_error):
         return row
     # NaN or inf that the executor did not stop at: a constant that is already -inf in the
@@ -230,6 +251,26 @@ def _evaluate(
     if findings:
         why += f"; the report: {findings[0].message}"
     return dataclasses.replace(row, stage="verify", error=why)
+
+
+def torch_fp16_psnr(model: nn.Module, inputs: Mapping[str, TensorSpec], samples: int) -> float:
+    """PSNR (dB) of PyTorch's fp16 forward of ``model`` against its fp32 forward, over the
+    random inputs :func:`~ane_lib.coreml.verify` draws (seeds ``0 .. samples - 1``, floats
+    rounded to fp16 for both), worst over the outputs."""
+    half = copy.deepcopy(model).half().eval()
+    refs: dict[str, list[np.ndarray]] = {}
+    gots: dict[str, list[np.ndarray]] = {}
+    for seed in range(samples):
+        x = sample_inputs(inputs, seed)
+        x16 = {k: v.half() if v.is_floating_point() else v for k, v in x.items()}
+        x32 = {k: v.float() if v.is_floating_point() else v for k, v in x16.items()}
+        with torch.no_grad():
+            ref = flatten_outputs(model(**x32))
+            got = flatten_outputs(half(**x16))
+        for name in ref:
+            refs.setdefault(name, []).append(ref[name].double().numpy())
+            gots.setdefault(name, []).append(got[name].double().numpy())
+    return min(psnr(np.stack(refs[n]), np.stack(gots[n])) for n in refs)
 
 
 def zoo_table(
@@ -280,6 +321,7 @@ COLUMNS: dict[str, Callable[[ZooRow], str]] = {
     "rules": lambda r: "-" if r.rules is None else (", ".join(r.rules) or "none"),
     "costs": lambda r: "-" if r.costs is None else (", ".join(r.costs) or "none"),
     "PSNR": lambda r: _fmt(r.psnr_db, ".1f"),
+    "torch fp16": lambda r: _fmt(r.torch_fp16_psnr_db, ".1f"),
     "top-1": lambda r: _fmt(r.top1, ".0%"),
     "export s": lambda r: _fmt(r.export_s, ".1f"),
     "verify s": lambda r: _fmt(r.verify_s, ".1f"),
