@@ -12,8 +12,9 @@ random inputs. A model that fails is a row too, with the stage and the message a
 Printed: the table (Markdown), then a summary: how many export, how many verify at the zoo's
 target (PSNR >= 60 dB and full top-1 agreement), how many packages lose no more in fp16 than
 PyTorch's own fp16 forward of the same weights (within 1 dB), and the reasons of the others.
-``--json`` prints ``{"rows": [...], "summary": {...}}`` instead. Times are wall-clock seconds on this machine (a
-busy machine inflates them); the full zoo takes about 15 minutes on two cores.
+``--json`` prints ``{"rows": [...], "summary": {...}}`` instead. Times are wall-clock seconds
+on this machine (a busy machine inflates them); the full zoo took about 40 minutes on a busy
+2-core machine.
 """
 
 from __future__ import annotations
