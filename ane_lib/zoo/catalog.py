@@ -54,6 +54,18 @@ NUM_LABELS = 10
 #: The batch size baked into every zoo package.
 BATCH = 1
 
+# Tiny variants shared by several families: four one-block stages (CNNs and hierarchical
+# transformers), a two-layer ViT, a two-layer text encoder.
+_STAGES_TINY = {"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}
+_RESNET_TINY = {"embedding_size": 16, "hidden_sizes": [32, 64, 128, 256], "depths": [1, 1, 1, 1]}
+_MIT_TINY = {**_STAGES_TINY, "num_attention_heads": [1, 1, 2, 4]}
+_VIT_TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "patch_size": 8,
+}
 _TEXT_TINY = {
     "vocab_size": 1000,
     "hidden_size": 64,
@@ -144,7 +156,7 @@ ZOO: tuple[ZooEntry, ...] = (
         "resnet50",
         "ResNet",
         "ResNet-50",
-        tiny={"embedding_size": 16, "hidden_sizes": [32, 64, 128, 256], "depths": [1, 1, 1, 1]},
+        tiny=_RESNET_TINY,
     ),
     _image(
         "regnet_y_040",
@@ -161,77 +173,49 @@ ZOO: tuple[ZooEntry, ...] = (
         "bit_50",
         "Bit",
         "BiT-M R50x1",
-        tiny={
-            "embedding_size": 16,
-            "hidden_sizes": [32, 64, 128, 256],
-            "depths": [1, 1, 1, 1],
-            "num_groups": 4,
-        },
+        tiny={**_RESNET_TINY, "num_groups": 4},
     ),
     _image(
         "convnext_tiny",
         "ConvNext",
         "ConvNeXt-T",
-        tiny={"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
+        tiny=_STAGES_TINY,
     ),
     _image(
         "convnextv2_tiny",
         "ConvNextV2",
         "ConvNeXt V2-T",
-        tiny={"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
+        tiny=_STAGES_TINY,
     ),
     _image(
         "poolformer_s12",
         "PoolFormer",
         "PoolFormer-S12",
-        tiny={"hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
+        tiny=_STAGES_TINY,
     ),
     _image(
         "vit_base",
         "ViT",
         "ViT-B/16",
-        tiny={
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 128,
-            "patch_size": 8,
-        },
+        tiny=_VIT_TINY,
     ),
     _image(
         "deit_base",
         "DeiT",
         "DeiT-B/16",
-        tiny={
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 128,
-            "patch_size": 8,
-        },
+        tiny=_VIT_TINY,
     ),
     _image(
         "beit_base",
         "Beit",
         "BEiT-B/16",
-        tiny={
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 128,
-            "patch_size": 8,
-        },
+        tiny=_VIT_TINY,
     ),
     _image(
         "dinov2_base",
         "Dinov2",
         "DINOv2 ViT-B/14",
-        tiny={
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "patch_size": 8,
-        },
+        tiny={k: v for k, v in _VIT_TINY.items() if k != "intermediate_size"},
     ),
     _image(
         "swin_tiny",
@@ -273,21 +257,13 @@ ZOO: tuple[ZooEntry, ...] = (
         "pvt_v2_b0",
         "PvtV2",
         "PVTv2-B0",
-        tiny={
-            "hidden_sizes": [16, 32, 64, 128],
-            "num_attention_heads": [1, 1, 2, 4],
-            "depths": [1, 1, 1, 1],
-        },
+        tiny=_MIT_TINY,
     ),
     _image(
         "segformer_b0",
         "Segformer",
         "MiT-B0 (SegFormer's encoder)",
-        tiny={
-            "hidden_sizes": [16, 32, 64, 128],
-            "num_attention_heads": [1, 1, 2, 4],
-            "depths": [1, 1, 1, 1],
-        },
+        tiny=_MIT_TINY,
     ),
     _image(
         "swiftformer_xs",
