@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ane_lib.cli import main as cli_main
-from ane_lib.coreml import read_export_metadata
+from ane_lib.coreml import ExportError, TensorSpec, export, read_export_metadata
 from ane_lib.coreml.signature import sample_inputs
 from ane_lib.models import list_models
 from ane_lib.zoo import ZOO, build, entry_point, zoo_entry, zoo_inputs, zoo_names
@@ -195,3 +195,14 @@ def test_cli_refuses_bad_entry_points(
     _, path = resnet
     assert cli_main(["verify", str(path), "--model", entry]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_a_cache_output_is_named_before_torch_export(tmp_path: Path) -> None:
+    # GPT-2 as its configuration comes returns its key/value cache: named, with the way out
+    config = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, num_labels=3)
+    model = transformers.GPT2ForSequenceClassification(config).eval()
+    ids = {"input_ids": TensorSpec((1, 8), torch.int32, high=100)}
+    with pytest.raises(ExportError, match="DynamicCache") as info:
+        export(model, ids, tmp_path / "gpt2.mlpackage")
+    assert "use_cache=False" in str(info.value)
+    assert not (tmp_path / "gpt2.mlpackage").exists()

@@ -446,6 +446,8 @@ def export(
             say(f"torch.export of {model_name} with input {described}")
         with torch.no_grad(), quiet_library_warnings():
             eager = traced(*args, **kwargs)
+            # a non-tensor output is named here, before torch.export trips over it
+            flat = flatten_outputs(eager, output_name)
             exported = torch.export.export(traced, args, kwargs)
             # ATen that coremltools rejects, rewritten (ane_lib.coreml.normalise)
             exported, fixes = prepare_for_coreml(exported)
@@ -459,7 +461,6 @@ def export(
         ) from err
     finally:
         model.train(was_training)
-    flat = flatten_outputs(eager, output_name)
     outputs = _output_names(flat, output_names, specs)
     if say and fixes:
         say("graph rewritten for coremltools: " + "; ".join(map(str, fixes)))

@@ -283,9 +283,12 @@ def flatten_outputs(output: Any, single_name: str = "logits") -> dict[str, torch
         if isinstance(output, (tuple, list)):
             name = f"output_{name}"
         if not isinstance(leaf, torch.Tensor):
+            hint = ""
+            if "Cache" in type(leaf).__name__:  # transformers' DynamicCache and its kin
+                hint = "; a Hugging Face model returns its key/value cache unless use_cache=False"
             raise TypeError(
                 f"the model's output {name!r} is a {type(leaf).__name__}; a package returns "
-                "tensors only (in a tensor, tuple, list, dict or ModelOutput)"
+                f"tensors only (in a tensor, tuple, list, dict or ModelOutput){hint}"
             )
         if not name.isidentifier():
             name = "output_" + "".join(c if c.isalnum() else "_" for c in name)
