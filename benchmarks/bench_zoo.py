@@ -62,6 +62,9 @@ def summary(rows: list[ZooRow], seconds: float) -> dict[str, Any]:
         and r.psnr_db is not None
         and r.psnr_db >= r.torch_fp16_psnr_db - 1.0
     ]
+    from ane_lib.coreml.executor import SUPPORTED_OPS
+
+    op_types = sorted({t for r in exported for t in r.op_types})
     return {
         "models": len(rows),
         "exported": len(exported),
@@ -70,6 +73,8 @@ def summary(rows: list[ZooRow], seconds: float) -> dict[str, Any]:
         "median_psnr_db": psnrs[len(psnrs) // 2] if psnrs else None,
         "at_least_torch_fp16": len(as_good),
         "with_torch_fp16": sum(r.torch_fp16_psnr_db is not None for r in measured),
+        "op_types": op_types,
+        "op_types_the_executor_lacks": [t for t in op_types if t not in SUPPORTED_OPS],
         "not_exported": {r.name: r.reason for r in rows if not r.exported},
         "below_target": {r.name: _below_target(r) for r in exported if not r.verified},
         "seconds": seconds,
@@ -122,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{facts['at_least_torch_fp16']}/{facts['with_torch_fp16']} packages within 1 dB of "
         "PyTorch's own fp16 forward or better"
+    )
+    lacking = facts["op_types_the_executor_lacks"]
+    print(
+        f"{len(facts['op_types'])} MIL op types in the packages; the executor lacks "
+        f"{', '.join(lacking) if lacking else 'none of them'}"
     )
     for name, why in {**facts["not_exported"], **facts["below_target"]}.items():
         print(f"  {name}: {why}")

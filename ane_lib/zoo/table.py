@@ -58,7 +58,8 @@ class ZooRow:
     """One model's line in the zoo table (``None`` where a stage did not run).
 
     ``stage`` is where a failure happened (``"build"``, ``"export"``, ``"verify"``) and
-    ``error`` the message the user sees there. ``rules`` / ``costs``: ids of the report's rules
+    ``error`` the message the user sees there. ``op_types``: the package's MIL op types.
+    ``rules`` / ``costs``: ids of the report's rules
     of severity error or warning / cost that fire (:func:`rules_violated`).
     ``psnr_db`` / ``top1``: the package run by the executor in fp16 against the model in
     PyTorch fp32, over ``samples`` random inputs. ``torch_fp16_psnr_db``: PyTorch's own fp16
@@ -76,6 +77,7 @@ class ZooRow:
     error: str | None = None
     graph_fixes: tuple[str, ...] = ()
     ops: int | None = None
+    op_types: tuple[str, ...] = ()
     layout_ops: int | None = None
     max_rank: int | None = None
     real_bytes: int | None = None
@@ -218,6 +220,7 @@ def _evaluate(
         export_s=export_s,
         graph_fixes=tuple(f"{f['op']} ({f['kind']})" for f in fixes),
         ops=len(rep.ops),
+        op_types=tuple(sorted(rep.op_histogram)),
         layout_ops=rep.layout_ops,
         max_rank=rep.max_rank,
         real_bytes=rep.activation_real_bytes,
