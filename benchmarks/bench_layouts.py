@@ -67,41 +67,26 @@ def depthwise3x3_flat(
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-def _dw_flat(block: nn.Module) -> None:
+def _dw_flat(block: Any) -> None:
     """Make a stride-1 MBConvBlockANE with flat input and output skip the grid."""
     assert block.stride == 1 and block.in_flat and block.out_flat
 
-    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.shortcut_conv is None else self.shortcut_conv(x)
-        r = F.gelu(self.expand_norm(self.expand_conv(self.pre_norm(x))))
+    def depthwise(self: Any, r: torch.Tensor) -> torch.Tensor:
         r = depthwise3x3_flat(r, self.depthwise_conv.weight, None, self.input_size)
-        r = F.gelu(self.depthwise_norm(r))
-        if self.se is not None:
-            r = self.se(r)
-        return shortcut + self.shrink_conv(r)
+        return self.depthwise_norm(r)
 
-    block.forward = types.MethodType(forward, block)
+    block._depthwise = types.MethodType(depthwise, block)
 
 
-def _bn_after(block: nn.Module) -> None:
-    """MBConvBlockANE.forward with its depthwise batch norm moved behind the reshape to flat
-    (the library's placement before bn-first; a per-channel op commutes with the reshape)."""
+def _bn_after(block: Any) -> None:
+    """MBConvBlockANE's depthwise step with its batch norm behind the reshape to flat (the
+    library's placement before bn-first; a per-channel op commutes with the reshape)."""
 
-    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-        if self.pool is not None:
-            shortcut = self._out_layout(self.pool(self._grid(x, self.in_flat, self.input_size)))
-        else:
-            shortcut = self._in_to_out_layout(x)
-        if self.shortcut_conv is not None:
-            shortcut = self.shortcut_conv(shortcut)
-        r = F.gelu(self.expand_norm(self.expand_conv(self.pre_norm(x))))
+    def depthwise(self: Any, r: torch.Tensor) -> torch.Tensor:
         r = self.depthwise_conv(self._grid(r, self.in_flat, self.input_size))
-        r = F.gelu(self.depthwise_norm(self._out_layout(r)))
-        if self.se is not None:
-            r = self.se(r)
-        return shortcut + self.shrink_conv(r)
+        return self.depthwise_norm(self._out_layout(r))
 
-    block.forward = types.MethodType(forward, block)
+    block._depthwise = types.MethodType(depthwise, block)
 
 
 def build(variant: str, image_size: int) -> nn.Module:
