@@ -17,7 +17,6 @@ models a user brings. :func:`entry_point` gives the ``module:function(...)`` str
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib._optional import import_optional
 from ane_lib.coreml.signature import TensorSpec, sample_inputs
 from ane_lib.models.weights import unit_variance_init_
 
@@ -357,12 +357,7 @@ def zoo_entry(name: str) -> ZooEntry:
 
 
 def _transformers() -> Any:
-    try:
-        return importlib.import_module("transformers")
-    except ImportError as err:  # pragma: no cover - the [hf] extra is installed here
-        raise ImportError(
-            "the zoo builds Hugging Face models: install the [hf] extra (pip install 'ane-lib[hf]')"
-        ) from err
+    return import_optional("transformers", extra="hf", needed_for="the zoo's models")
 
 
 def _size(entry: ZooEntry, tiny: bool, size: int | None) -> int:
