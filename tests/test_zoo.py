@@ -206,3 +206,11 @@ def test_a_cache_output_is_named_before_torch_export(tmp_path: Path) -> None:
         export(model, ids, tmp_path / "gpt2.mlpackage")
     assert "use_cache=False" in str(info.value)
     assert not (tmp_path / "gpt2.mlpackage").exists()
+
+
+def test_markdown_cells_are_escaped() -> None:
+    row = ZooRow(
+        "mobilenet_v2", "a | b", "x", 0, True, graph_fixes=("__and__.Tensor (decomposed)",)
+    )
+    line = rows_markdown([row], ["model", "architecture", "fixes"]).splitlines()[-1]
+    assert line == r"| mobilenet_v2 | a \| b | \_\_and\_\_.Tensor (decomposed) |"

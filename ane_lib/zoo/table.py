@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -332,6 +333,12 @@ COLUMNS: dict[str, Callable[[ZooRow], str]] = {
 }
 
 
+def _escape(cell: str) -> str:
+    """A cell for a Markdown table: ``|`` would split it, and an ``_`` at the edge of a word
+    would start emphasis (``__and__``); an ``_`` inside a name (``mobilenet_v2``) is kept."""
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", cell.replace("|", "\\|"))
+
+
 def rows_markdown(rows: Sequence[ZooRow], columns: Sequence[str] | None = None) -> str:
     """The rows as a Markdown table, with ``columns`` (names of :data:`COLUMNS`, default all)."""
     chosen = list(COLUMNS) if columns is None else list(columns)
@@ -340,6 +347,6 @@ def rows_markdown(rows: Sequence[ZooRow], columns: Sequence[str] | None = None) 
         raise ValueError(f"columns {unknown} are not known; known: {list(COLUMNS)}")
     lines = ["| " + " | ".join(chosen) + " |", "|" + "---|" * len(chosen)]
     for row in rows:
-        cells = [COLUMNS[c](row).replace("|", "\\|") for c in chosen]
+        cells = [_escape(COLUMNS[c](row)) for c in chosen]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
