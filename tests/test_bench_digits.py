@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_digits.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_digits", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _benchmarks import load_benchmark
 
 
 def test_short_run_prints_the_figures_as_json(capsys: pytest.CaptureFixture) -> None:
-    bench = _load()
+    bench = load_benchmark("bench_digits")
     assert bench.main(["--json", "--epochs", "1", "--images", "3", "--no-w8a8"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["epochs"] == 1 and figures["test_images"] == 3
@@ -39,7 +27,7 @@ def test_short_run_prints_the_figures_as_json(capsys: pytest.CaptureFixture) -> 
 
 
 def test_table_and_bad_arguments(capsys: pytest.CaptureFixture) -> None:
-    bench = _load()
+    bench = load_benchmark("bench_digits")
     figures = {
         "epochs": 1, "train_seconds": 1.0, "train_from_cache": True,
         "torch_test_accuracy": 0.5, "export_seconds": 2.0, "test_images": 3,

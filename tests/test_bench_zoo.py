@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_zoo.py"
-pytest.importorskip("transformers")
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_zoo", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _benchmarks import load_benchmark
 
 
 def test_tiny_run_as_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    bench = _load()
+    bench = load_benchmark("bench_zoo")
     argv = ["--tiny", "--models", "convnext_tiny,hiera_base", "--samples", "1"]
     assert bench.main([*argv, "--json", "--keep", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -40,5 +28,5 @@ def test_tiny_run_as_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path
 
 def test_unknown_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        _load().main(["--models", "no_such_model"])
+        load_benchmark("bench_zoo").main(["--models", "no_such_model"])
     assert "no_such_model" in capsys.readouterr().err
