@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from _benchmarks import load_benchmark
 
+pytest.importorskip("transformers")
 
-def test_tiny_run_as_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+
+def test_tiny_run_as_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bench = load_benchmark("bench_zoo")
     argv = ["--tiny", "--models", "convnext_tiny,hiera_base", "--samples", "1"]
     assert bench.main([*argv, "--json", "--keep", str(tmp_path)]) == 0
