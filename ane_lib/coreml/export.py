@@ -25,9 +25,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
+from ane_lib._files import check_destination, install, staged_folder
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.coreml import module_record
 from ane_lib.coreml.precision import PRECISIONS, Precision
@@ -321,30 +320,11 @@ def _output_names(
 
 
 def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    dest = Path(path)
-    if dest.suffix != ".mlpackage":
-        raise ValueError(f"path must end in .mlpackage, got {str(dest)!r}")
-    if not dest.parent.is_dir():
-        raise ValueError(f"path {str(dest)!r}: parent folder {str(dest.parent)!r} does not exist")
-    if (dest.exists() or dest.is_symlink()) and not overwrite:
-        raise FileExistsError(
-            f"path {str(dest)!r} already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    return dest
+    return check_destination(path, overwrite, ".mlpackage")
 
 
-def _install(built: Path, dest: Path, scratch: Path) -> None:
-    """Move the complete package ``built`` to ``dest``; an old ``dest`` is removed only after."""
-    old = scratch / "previous"
-    had_old = dest.exists() or dest.is_symlink()
-    if had_old:
-        os.replace(dest, old)
-    try:
-        os.replace(built, dest)
-    except BaseException:
-        if had_old:
-            os.replace(old, dest)
-        raise
+#: Kept under its earlier name for the modules that import it.
+_install = install
 
 
 def _stderr_progress() -> Callable[[str], None]:
@@ -543,20 +523,15 @@ def export(
     # 4. Save next to the destination, then rename into place.
     if say:
         say(f"saving {dest}")
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        built = scratch / dest.name
-        with quiet_coremltools():
-            mlmodel.save(str(built))
-        module_record.write_record(built, nodes)
-        _check_destination(dest, overwrite)  # someone may have created it meanwhile
-        _install(built, dest, scratch)
+        with staged_folder(dest, overwrite) as built:
+            with quiet_coremltools():
+                mlmodel.save(str(built))
+            module_record.write_record(built, nodes)
     except (ValueError, FileExistsError):
         raise
     except Exception as err:
         raise ExportError(f"saving {str(dest)!r} failed: {err}", stage="save") from err
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     if say:
         say(f"done in {time.perf_counter() - t0:.1f} s: {dest}")
     return dest
