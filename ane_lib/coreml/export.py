@@ -19,7 +19,6 @@ which op, layer and source line it failed on.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import json
 import logging
@@ -40,14 +39,20 @@ from ane_lib._warnings import quiet_library_warnings
 from ane_lib.coreml import module_record
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
-from ane_lib.coreml.signature import (
+from ane_lib.nn.reparam import reparameterize as reparameterize_model
+from ane_lib.signature import (
     InputCasts,
     TensorSpec,
+    check_input_names,
+    check_io_names,
+    example_input,
     flatten_outputs,
     input_specs,
+    jsonable,
+    model_options,
+    name_outputs,
     sample_inputs,
 )
-from ane_lib.nn.reparam import reparameterize as reparameterize_model
 
 __all__ = [
     "COREML_DECOMPOSED_OPS",
@@ -90,15 +95,6 @@ class ExportError(RuntimeError):
         self.stage = stage
         self.op = op
         self.layer = layer
-
-
-def example_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """The fixed example input used to trace a model: uniform [0, 1) of ``input_shape``, float32.
-
-    Drawn from its own generator so that the caller's global RNG state is left untouched.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(tuple(input_shape), generator=gen, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------- graph normalisation
@@ -234,26 +230,6 @@ def _conversion_error(err: Exception, exported: Any, tracker: _ConversionTracker
 # --------------------------------------------------------------------------- metadata
 
 
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _model_options(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    if config is None:
-        return None
-    options = _jsonable(config)
-    return options if isinstance(options, dict) else {"config": options}
-
-
 def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read back what :func:`export` recorded in a package, with JSON values decoded.
 
@@ -274,49 +250,6 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- export
-
-
-def _check_names(input_name: str, output_name: str) -> None:
-    for arg, name in (("input_name", input_name), ("output_name", output_name)):
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"{arg} must be a Python-identifier-like string, got {name!r}")
-    if input_name == output_name:
-        raise ValueError(f"input_name and output_name must differ, both are {input_name!r}")
-
-
-def _check_input_names(model: nn.Module, names: Sequence[str]) -> None:
-    """Several inputs are passed as keyword arguments: ``forward`` must accept each name."""
-    signature = inspect.signature(model.forward)
-    params = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    unknown = [n for n in names if n not in accepted]
-    if unknown:
-        raise ValueError(
-            f"input_shape names {unknown}, which {type(model).__name__}.forward does not take; "
-            f"its parameters are {accepted}"
-        )
-
-
-def _output_names(
-    flat: Mapping[str, torch.Tensor], output_names: Sequence[str] | None, inputs: Iterable[str]
-) -> list[str]:
-    names = list(flat)
-    if output_names is not None:
-        if isinstance(output_names, str) or len(output_names) != len(names):
-            raise ValueError(
-                f"output_names must be a sequence of {len(names)} names (one per output tensor "
-                f"{names}), got {output_names!r}"
-            )
-        names = list(output_names)
-    for name in names:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"output names must be Python identifiers, got {name!r}")
-    clash = sorted((set(names) & set(inputs)) | {n for n in names if names.count(n) > 1})
-    if clash:
-        raise ValueError(f"output names {clash} repeat or are also input names")
-    return names
 
 
 def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -402,11 +335,11 @@ def export(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_names(input_name, output_name)
+    check_io_names(input_name, output_name)
     specs, given = input_specs(input_shape, input_name)
     single_input = not isinstance(input_shape, Mapping)
     if not single_input:
-        _check_input_names(model, list(specs))
+        check_input_names(model, list(specs))
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
@@ -455,7 +388,7 @@ def export(
     finally:
         model.train(was_training)
     flat = flatten_outputs(eager, output_name)
-    outputs = _output_names(flat, output_names, specs)
+    outputs = name_outputs(flat, output_names, specs)
 
     # 2. Convert to an ML program (fp16 unless asked otherwise), coremltools' noise kept quiet.
     tracker = _ConversionTracker(say)
@@ -511,13 +444,13 @@ def export(
         entries |= {"input_shape": list(spec.shape), "input_name": input_name}
     if len(outputs) == 1:
         entries["output_name"] = outputs[0]
-    options = _model_options(model)
+    options = model_options(model)
     if options is not None:
         entries["options"] = options
     entries.update(dict(metadata or {}))
     for key, value in entries.items():
         user[META_PREFIX + str(key)] = (
-            value if isinstance(value, str) else json.dumps(_jsonable(value), sort_keys=True)
+            value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True)
         )
 
     # 4. Save next to the destination, then rename into place.
