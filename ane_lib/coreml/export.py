@@ -36,6 +36,7 @@ from torch import nn
 from ane_lib._checks import check_choice, check_nonnegative_int
 from ane_lib._files import check_destination, install, staged_folder
 from ane_lib._warnings import quiet_library_warnings
+from ane_lib.ane_rules.module_paths import node_location
 from ane_lib.coreml import module_record
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
@@ -165,29 +166,6 @@ def _quiet_conversion(tracker: _ConversionTracker) -> Iterator[None]:
 # --------------------------------------------------------------------------- error locating
 
 
-def _locate(exported: Any, node_name: str) -> tuple[str | None, str | None]:
-    """Return (submodule path, user source line) of the fx node ``node_name``, if known."""
-    for node in exported.graph.nodes:
-        if node.name != node_name:
-            continue
-        layer = None
-        stack = node.meta.get("nn_module_stack") or {}
-        if stack:
-            path, kind = list(stack.values())[-1]
-            kind_name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
-            layer = f"{path or '<root>'} ({kind_name.strip(chr(39))})"
-        source = None
-        trace = node.meta.get("stack_trace")
-        if trace:
-            lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
-            # The last two lines of the trace are 'File "...", line N, in f' and the code.
-            if len(lines) >= 2:
-                where = re.sub(r'^File "(.*)", line (\d+), in (.*)$', r"\1:\2 in \3", lines[-2])
-                source = f"{lines[-1]}  [{where}]"
-        return layer, source
-    return None, None
-
-
 def _fx_name(mil_name: str) -> str:
     """The fx node a MIL op name came from: coremltools appends dtype suffixes to it."""
     return re.sub(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32)+$", "", mil_name)
@@ -213,7 +191,7 @@ def _conversion_error(err: Exception, exported: Any, tracker: _ConversionTracker
     parts = [f"Core ML conversion failed: {what}"]
     layer = source = None
     if node_name:
-        layer, source = _locate(exported, node_name)
+        layer, source = node_location(exported, node_name)
         if layer or source:
             parts.append(f"(graph node '{node_name}')")
     if layer:
