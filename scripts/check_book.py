@@ -5,7 +5,7 @@ Usage (the Makefile's ``make test`` runs it after the build)::
     .venv/bin/python scripts/check_book.py [--html-dir _build/html] [--chromium /usr/bin/chromium]
 
 The built HTML is served from 127.0.0.1 on a free port. Every page listed in _toc.yml is
-loaded; a page fails when:
+loaded in a 1280 x 900 px window; a page fails when:
 
 - it does not load (HTTP error, missing file, a local asset that 404s, a JavaScript error);
 - a cell output holds a Python traceback, a myst-nb error output, or stderr that reads like
@@ -17,30 +17,59 @@ loaded; a page fails when:
   aborted and counted: the book must work offline), or its HTML references a remote script,
   stylesheet, image or frame.
 
-A full-page screenshot of each page is saved under ``_build/screenshots/``. One line is printed
-per page, then ``check_book: N passed, M failed``; the exit code is 1 when any page failed and
-2 when the check could not run (no build, no browser).
+What a reader sees, measured in the browser (every page, the same rules):
+
+- **Nothing cut off.** With every collapsed cell and closed solution opened, a code block or a
+  cell output (any ``<pre>``) whose content is wider than its box (``scrollWidth >
+  clientWidth``) fails, and the lines that do not fit are counted (their width measured in the
+  block's own font); so does display math or a table wider than the text column or than the
+  box that holds it.
+- **No answer in sight.** With the page as loaded, an exercise's answer must not be visible:
+  any non-empty cell output that follows a solution (sphinx-exercise's ``.solution``, or an
+  admonition titled "Solution...") before the next exercise or heading and is not inside it,
+  or any content of a solution that is visible before the reader opens it, fails.
+- **Figures legible.** Proxy: the on-screen size of the figure's default text. A matplotlib
+  PNG records its resolution (``dpi``) and the book draws labels at matplotlib's default
+  ``font.size`` of 10 pt or larger (the check reads each page's source, the .md or .ipynb
+  beside _toc.yml, and fails a page whose code sets a smaller ``fontsize``, ``labelsize`` or
+  ``font.size``), so a 10-pt label is ``10 * dpi / 72`` image pixels tall and appears at
+  ``10 * dpi / 72 * rendered_width / natural_width`` CSS px. An image shrunk to fit the
+  column (rendered narrower than its natural width) shrinks its labels with it; below
+  ``MIN_LABEL_PX`` the page fails. Images without a resolution (SVG, or a PNG without a pHYs
+  chunk) count as 96 dpi, the CSS pixel.
+- **Prose with code, not a test log.** The share of the page's height taken by code the reader
+  sees without expanding anything (visible cell inputs and literal blocks, not outputs) is
+  printed per page (``code=``), and a page above ``MAX_CODE_SHARE`` fails.
+
+A full-page screenshot of each page, as loaded, is saved under ``_build/screenshots/``. One
+line is printed per page, then ``check_book: N passed, M failed``; the exit code is 1 when any
+page failed and 2 when the check could not run (no build, no browser).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import html.parser
 import http.server
+import io
+import json
 import os
 import re
 import shutil
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-import yaml
-from playwright.sync_api import Page, Request, Route, WebSocket, sync_playwright
+import yaml  # type: ignore[import-untyped]
+from PIL import Image
+from playwright.sync_api import Page, Request, Route, ViewportSize, WebSocket, sync_playwright
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -59,6 +88,16 @@ CHROMIUM_ARGS = [
 FIGURE_REQUIRED_PREFIX = "chapters/"
 PAGE_TIMEOUT_MS = 60_000
 MATHJAX_TIMEOUT_MS = 30_000
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+#: A page fails when code the reader sees without expanding anything takes more of its height.
+MAX_CODE_SHARE = 0.30
+#: matplotlib's default font.size; the book's figures use it or larger (small_font_sizes).
+NOMINAL_LABEL_PT = 10.0
+#: The smallest on-screen height, in CSS px, at which a figure's 10-pt label still counts as
+#: legible (the body text is 16 px, code 13 px).
+MIN_LABEL_PX = 10.0
+#: The resolution assumed for an image that records none (the CSS reference pixel).
+DEFAULT_DPI = 96.0
 
 #: The line ``import coremltools`` prints per Core ML runtime class on a machine without Core ML.
 #: ``ane_lib.coreml`` imports coremltools quietly, so one in a page means a chapter bypassed it.
@@ -70,6 +109,67 @@ COREML_PROXY_NOTICE = re.compile(
 def coreml_notices(text: str) -> list[str]:
     """The coremltools runtime notices in ``text`` (other lines, similar or not, ignored)."""
     return [m.group(0).strip() for m in COREML_PROXY_NOTICE.finditer(text)]
+
+
+#: A matplotlib text size set in code: ``fontsize=8``, ``labelsize="small"``,
+#: ``"legend.fontsize": 7``, ``rcParams["font.size"] = 9`` and the like.
+FONT_SIZE_SETTING = re.compile(
+    r"""(?P<key>fontsize|labelsize|titlesize|font\.size)["']?\]?\s*[=:]\s*"""
+    r"""(?P<value>\d+(?:\.\d+)?|["'][a-z-]+["'])"""
+)
+#: matplotlib's named sizes, as multiples of the default font.size.
+NAMED_FONT_SCALE = {
+    "xx-small": 0.579,
+    "x-small": 0.694,
+    "small": 0.833,
+    "smaller": 0.833,
+    "medium": 1.0,
+    "large": 1.2,
+    "larger": 1.2,
+    "x-large": 1.44,
+    "xx-large": 1.728,
+}
+CODE_CELL = re.compile(r"^```\{code-cell\}[^\n]*\n(.*?)^```", re.M | re.S)
+
+
+def page_code(source: Path) -> str:
+    """The code cells of a page's source: a MyST notebook (.md) or a Jupyter notebook."""
+    text = source.read_text(encoding="utf-8")
+    if source.suffix == ".ipynb":
+        cells = json.loads(text).get("cells", [])
+        return "\n".join(
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in cells
+            if c.get("cell_type") == "code"
+        )
+    return "\n".join(CODE_CELL.findall(text))
+
+
+def small_font_sizes(code: str, minimum: float = NOMINAL_LABEL_PT) -> list[str]:
+    """Font-size settings in ``code`` below ``minimum`` points (named sizes relative to 10 pt).
+
+    The figure-legibility proxy assumes no label is smaller than matplotlib's default 10 pt;
+    this finds the places where a page makes one smaller.
+    """
+    found = []
+    for match in FONT_SIZE_SETTING.finditer(code):
+        value = match.group("value").strip("'\"")
+        scale = NAMED_FONT_SCALE.get(value)
+        if scale is None and not value[0].isdigit():
+            continue  # a name matplotlib does not have; not ours to judge
+        points = NOMINAL_LABEL_PT * scale if scale is not None else float(value)
+        if points < minimum - 1e-9:
+            found.append(match.group(0))
+    return found
+
+
+def page_source(book_root: Path, rel_path: str) -> Path | None:
+    """The .md or .ipynb a built page came from, if it is in the book's tree."""
+    stem = book_root / rel_path.removesuffix(".html")
+    for suffix in (".md", ".ipynb"):
+        if stem.with_suffix(suffix).is_file():
+            return stem.with_suffix(suffix)
+    return None
 
 
 # Collects the facts about one loaded page in a single round trip to the browser.
@@ -134,6 +234,143 @@ async () => {
   };
 }
 """
+
+# Shared by the two probes below: the article, visibility, and what counts as a solution.
+_PROBE_HELPERS_JS = r"""
+  const article = document.querySelector("article.bd-article") || document.querySelector("main")
+    || document.body;
+  const seen = (el) => el.checkVisibility({ checkOpacity: true, checkVisibilityCSS: true })
+    && el.getBoundingClientRect().height > 0;
+  const titleOf = (el) => {
+    const title = el.querySelector(":scope > .admonition-title");
+    return title ? title.textContent.replace(/\s+/g, " ").trim() : "";
+  };
+  // sphinx-exercise's solutions, and plain admonitions titled "Solution ...".
+  const isSolution = (el) => el.matches(".solution")
+    || (el.matches(".admonition") && /^solution\b/i.test(titleOf(el)));
+  const solutionOf = (el) => {
+    for (let p = el.parentElement; p && p !== article; p = p.parentElement) {
+      if (isSolution(p)) return p;
+    }
+    return null;
+  };
+  // An element's text without the copy button's label.
+  const textOf = (el) => {
+    const copy = el.cloneNode(true);
+    copy.querySelectorAll("button, .copybtn").forEach((b) => b.remove());
+    return copy.textContent;
+  };
+  const snippet = (text) => text.replace(/\s+/g, " ").trim().slice(0, 60);
+"""
+
+# What a reader sees as the page loads: the share of code in sight, and answers in sight.
+READER_PROBE_JS = (
+    "() => {"
+    + _PROBE_HELPERS_JS
+    + r"""
+  // Code in sight: visible cell inputs and literal blocks outside cells; outputs are results.
+  const codeBlocks = Array.from(article.querySelectorAll(".cell_input, pre")).filter(
+    (el) => el.matches(".cell_input") || !el.closest(".cell_input, .cell_output"));
+  const codeHeight = codeBlocks.filter(seen)
+    .reduce((sum, el) => sum + el.getBoundingClientRect().height, 0);
+  const pageHeight = article.getBoundingClientRect().height;
+
+  // Answers in sight: walk the page in order; after a solution and until the next exercise or
+  // heading, a visible cell output is the solution's answer printed outside it.
+  const answers = [];
+  const openSolutions = [];
+  let zone = null;
+  const marks = article.querySelectorAll(
+    ".exercise, .admonition, h1, h2, h3, h4, h5, h6, .cell_output");
+  for (const el of marks) {
+    const inside = solutionOf(el);
+    if (el.matches(".cell_output")) {
+      const hasContent = textOf(el).trim() !== "" || el.querySelector("img, svg, table");
+      if (!hasContent || !seen(el)) continue;
+      if (inside) {
+        openSolutions.push(`${titleOf(inside)}: output ${snippet(textOf(el))}`);
+      } else if (zone) {
+        answers.push(`after '${zone}': ${snippet(textOf(el)) || "(an image)"}`);
+      }
+    } else if (isSolution(el) && !inside) {
+      zone = titleOf(el);
+      const body = Array.from(el.children).filter((c) => !c.matches(".admonition-title"));
+      if (body.some(seen)) openSolutions.push(`${zone}: its text is shown on load`);
+    } else if (!inside && (el.matches(".exercise") || /^H[1-6]$/.test(el.tagName))) {
+      zone = null;
+    }
+  }
+  return {
+    codeShare: pageHeight > 0 ? codeHeight / pageHeight : 0,
+    answers,
+    openSolutions: [...new Set(openSolutions)],
+  };
+}
+"""
+)
+
+# With everything opened (collapsed cells, closed solutions), what does not fit its box.
+LAYOUT_PROBE_JS = (
+    "() => {"
+    + _PROBE_HELPERS_JS
+    + r"""
+  document.querySelectorAll("details").forEach((d) => { d.open = true; });
+  document.querySelectorAll(".toggle-hidden")
+    .forEach((el) => el.classList.remove("toggle-hidden"));
+  const style = getComputedStyle(article);
+  const column = article.clientWidth - parseFloat(style.paddingLeft)
+    - parseFloat(style.paddingRight);
+  const ctx = document.createElement("canvas").getContext("2d");
+
+  const wideCode = [];
+  for (const pre of article.querySelectorAll("pre")) {
+    if (pre.scrollWidth <= pre.clientWidth + 1) continue;
+    const st = getComputedStyle(pre);
+    ctx.font = `${st.fontStyle} ${st.fontWeight} ${st.fontSize} ${st.fontFamily}`;
+    const room = pre.clientWidth - parseFloat(st.paddingLeft) - parseFloat(st.paddingRight);
+    const over = pre.textContent.split("\n")
+      .filter((line) => ctx.measureText(line).width > room + 0.5);
+    const kind = pre.closest(".cell_output") ? "output"
+      : pre.closest(".cell_input") ? "code" : "literal block";
+    wideCode.push({ kind, lines: Math.max(over.length, 1),
+                    first: snippet(over[0] || pre.textContent) });
+  }
+
+  const tex = new Map();
+  if (window.MathJax && MathJax.startup && MathJax.startup.document) {
+    for (const item of MathJax.startup.document.math) {
+      if (item.display && item.typesetRoot) tex.set(item.typesetRoot, item.math);
+    }
+  }
+  const wideMath = [];
+  for (const box of article.querySelectorAll('mjx-container[display="true"]')) {
+    const math = box.querySelector("mjx-math");
+    const width = Math.max(box.scrollWidth, math ? math.getBoundingClientRect().width : 0);
+    const room = Math.min(column, box.clientWidth || column);
+    if (width > room + 1) {
+      wideMath.push({ width: Math.round(width), room: Math.round(room),
+                      text: snippet(tex.get(box) || box.textContent) });
+    }
+  }
+
+  const wideTables = [];
+  for (const table of article.querySelectorAll("table")) {
+    const width = Math.max(table.scrollWidth, table.getBoundingClientRect().width);
+    const room = Math.min(column, table.parentElement.clientWidth || column);
+    if (width > room + 1) {
+      const head = table.querySelector("tr");
+      wideTables.push({ width: Math.round(width), room: Math.round(room),
+                        text: snippet(head ? head.textContent : table.textContent) });
+    }
+  }
+
+  const images = Array.from(article.querySelectorAll("img"))
+    .map((img) => ({ src: img.currentSrc || img.src, natural: img.naturalWidth,
+                     rendered: img.getBoundingClientRect().width }));
+  return { column, wideCode, wideMath, wideTables, images };
+}
+"""
+)
 
 
 @dataclass
@@ -226,8 +463,8 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="book-server", daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
-    return server, f"http://{host}:{port}/"
+    port = server.server_address[1]
+    return server, f"http://127.0.0.1:{port}/"
 
 
 def find_chromium(explicit: str | None) -> str | None:
@@ -237,8 +474,13 @@ def find_chromium(explicit: str | None) -> str | None:
     return None
 
 
-def check_page(page: Page, base_url: str, rel_path: str, shot: Path) -> PageResult:
-    """Load one page, probe it, screenshot it."""
+def check_page(
+    page: Page, base_url: str, rel_path: str, shot: Path, html_dir: Path | None = None
+) -> PageResult:
+    """Load one page, probe it, screenshot it as loaded, then open everything and measure it.
+
+    ``html_dir`` is where the served files are, to read each image's resolution.
+    """
     result = PageResult(rel_path)
     blocked: list[str] = []
     local_failures: list[str] = []
@@ -302,8 +544,15 @@ def check_page(page: Page, base_url: str, rel_path: str, shot: Path) -> PageResu
 
     facts = page.evaluate(PAGE_PROBE_JS)
     page.wait_for_load_state("networkidle", timeout=PAGE_TIMEOUT_MS)
+    reader = page.evaluate(READER_PROBE_JS)
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
+    layout = page.evaluate(LAYOUT_PROBE_JS)
+    small_figures = [
+        f"{figure.name} (10-pt text at {figure.label_px:.1f} px)"
+        for figure in measure_figures(layout["images"], base_url, html_dir)
+        if figure.label_px < MIN_LABEL_PX
+    ]
 
     if facts["brokenImages"]:
         result.problems.append(f"images not loaded: {facts['brokenImages']}")
@@ -336,11 +585,115 @@ def check_page(page: Page, base_url: str, rel_path: str, shot: Path) -> PageResu
     if js_errors:
         result.problems.append(f"JavaScript errors: {js_errors}")
 
+    result.problems.extend(reader_problems(reader))
+    result.problems.extend(layout_problems(layout))
+    if small_figures:
+        result.problems.append(
+            f"{len(small_figures)} figure(s) with labels below {MIN_LABEL_PX:g} px "
+            f"(a {NOMINAL_LABEL_PT:g}-pt label on screen): {small_figures}"
+        )
+
+    wide_lines = sum(block["lines"] for block in layout["wideCode"])
     result.summary = (
         f"cells={facts['cells']} images={facts['images']} math={facts['math']} "
-        f"stderr={facts['stderr']} remote={len(blocked)}"
+        f"stderr={facts['stderr']} remote={len(blocked)} code={reader['codeShare']:.1%} "
+        f"wide_code={len(layout['wideCode'])}/{wide_lines}lines "
+        f"wide_math={len(layout['wideMath'])} wide_tables={len(layout['wideTables'])} "
+        f"answers={len(reader['answers']) + len(reader['openSolutions'])} "
+        f"small_figures={len(small_figures)}"
     )
     return result
+
+
+def reader_problems(reader: dict[str, Any]) -> list[str]:
+    """Problems found in the page as loaded: code share, answers in sight."""
+    problems = []
+    if reader["codeShare"] > MAX_CODE_SHARE:
+        problems.append(
+            f"code in sight takes {reader['codeShare']:.1%} of the page's height "
+            f"(at most {MAX_CODE_SHARE:.0%}): collapse checks and setup (hide-cell)"
+        )
+    if reader["answers"]:
+        problems.append(
+            f"{len(reader['answers'])} exercise answer(s) visible while the solution is "
+            f"closed: {reader['answers'][:3]}"
+        )
+    if reader["openSolutions"]:
+        problems.append(f"solution(s) open before the reader asks: {reader['openSolutions'][:3]}")
+    return problems
+
+
+def layout_problems(layout: dict[str, Any]) -> list[str]:
+    """Problems found with everything opened: code, outputs, math, tables wider than their box."""
+    problems = []
+    if layout["wideCode"]:
+        lines = sum(block["lines"] for block in layout["wideCode"])
+        kinds = Counter(block["kind"] for block in layout["wideCode"])
+        first = [f"{b['kind']}: {b['first']!r}" for b in layout["wideCode"][:3]]
+        problems.append(
+            f"{len(layout['wideCode'])} block(s) wider than their box ({dict(kinds)}), "
+            f"{lines} line(s) cut off; first: {first}"
+        )
+    column = round(layout["column"])
+    for key, what in (("wideMath", "display math"), ("wideTables", "table")):
+        if layout[key]:
+            first = [f"{m['width']} px in {m['room']} px: {m['text']!r}" for m in layout[key][:3]]
+            problems.append(
+                f"{len(layout[key])} {what}(s) wider than the text column ({column} px) "
+                f"or their box: {first}"
+            )
+    return problems
+
+
+@dataclass
+class FigureScale:
+    """How large one image's nominal text appears on the page."""
+
+    name: str
+    dpi: float
+    natural: int
+    rendered: float
+
+    @property
+    def label_px(self) -> float:
+        """On-screen height (CSS px) of a ``NOMINAL_LABEL_PT`` label in this image."""
+        return NOMINAL_LABEL_PT * self.dpi / 72.0 * self.rendered / self.natural
+
+
+def image_dpi(data: bytes) -> float:
+    """The resolution an image records (a PNG's pHYs chunk), else ``DEFAULT_DPI``."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            dpi = image.info.get("dpi")
+    except (OSError, ValueError):  # SVG, or not an image Pillow reads
+        return DEFAULT_DPI
+    return float(dpi[0]) if dpi and dpi[0] > 1 else DEFAULT_DPI
+
+
+def _image_bytes(src: str, base_url: str, html_dir: Path | None) -> bytes | None:
+    if src.startswith("data:"):
+        header, _, payload = src.partition(",")
+        return base64.b64decode(payload) if header.endswith(";base64") else None
+    if html_dir is None or not src.startswith(base_url):
+        return None
+    path = html_dir / unquote(urlsplit(src).path).lstrip("/")
+    return path.read_bytes() if path.is_file() else None
+
+
+def measure_figures(
+    images: list[dict[str, Any]], base_url: str, html_dir: Path | None
+) -> list[FigureScale]:
+    """The scale of every loaded, displayed image (broken ones are reported elsewhere)."""
+    figures = []
+    for img in images:
+        if img["natural"] <= 0 or img["rendered"] <= 0:
+            continue
+        data = _image_bytes(img["src"], base_url, html_dir)
+        dpi = image_dpi(data) if data is not None else DEFAULT_DPI
+        name = img["src"] if img["src"].startswith(base_url) else img["src"][:40]
+        name = name.removeprefix(base_url)
+        figures.append(FigureScale(name, dpi, img["natural"], img["rendered"]))
+    return figures
 
 
 def screenshot_path(shots_dir: Path, rel_path: str) -> Path:
@@ -386,16 +739,23 @@ def main(argv: list[str] | None = None) -> int:
                     if not html_file.is_file():
                         results.append(PageResult(rel_path, [f"not built: {html_file}"]))
                     else:
-                        context = browser.new_context(viewport={"width": 1280, "height": 900})
+                        context = browser.new_context(viewport=VIEWPORT)
                         page = context.new_page()
                         try:
                             shot = screenshot_path(args.screenshots, rel_path)
-                            result = check_page(page, base_url, rel_path, shot)
+                            result = check_page(page, base_url, rel_path, shot, args.html_dir)
                         finally:
                             context.close()
                         remote = remote_assets(html_file)
                         if remote:
                             result.problems.append(f"remote assets referenced: {remote}")
+                        source = page_source(args.toc.parent, rel_path)
+                        small = small_font_sizes(page_code(source)) if source else []
+                        if small:
+                            result.problems.append(
+                                f"font size(s) below {NOMINAL_LABEL_PT:g} pt set in "
+                                f"{source.name if source else ''}: {small}"
+                            )
                         results.append(result)
                     last = results[-1]
                     print(f"{'PASS' if last.ok else 'FAIL'}  {rel_path}  {last.summary}".rstrip())

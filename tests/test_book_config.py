@@ -6,7 +6,9 @@ The page checker is tested end to end on a small synthetic site in the real head
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import re
 import shutil
 import subprocess
@@ -17,6 +19,7 @@ from types import ModuleType
 
 import pytest
 import yaml
+from PIL import Image
 from pybtex.database import parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +185,37 @@ def test_constraints_pin_the_whole_environment() -> None:
 
 
 # --- the page checker, end to end ----------------------------------------------------------
+#
+# A small synthetic site, served and checked in the real headless Chromium: the good pages must
+# pass, and each fixture page below is built to break exactly one of the reader's rules (nothing
+# cut off, no answer in sight, legible figures, code share), which the check must name.
+
+#: The width of the book's text column at 1280 px (sphinx-book-theme), so that the fixtures fit or
+#: overflow the way a real page would.
+COLUMN_CSS = (
+    "<style>body{margin:0} article.bd-article{width:688px;padding:0 32px}"
+    " img{max-width:100%} pre{font:13px monospace;padding:16px;overflow:auto}"
+    " mjx-container[display='true']{overflow-x:auto}</style>"
+)
+#: sphinx-togglebutton's own assets and settings, as a built page loads them: a `.dropdown`
+#: admonition starts closed.
+TOGGLE_HEAD = (
+    "<link rel='stylesheet' href='{up}togglebutton.css'>"
+    "<script>let toggleHintShow = 'Click to show'; let toggleHintHide = 'Click to hide';"
+    " let toggleOpenOnPrint = 'true';</script>"
+    "<script src='{up}togglebutton.js'></script>"
+    "<script>var togglebuttonSelector = '.toggle, .admonition.dropdown';</script>"
+)
+NEW_RULES = {
+    "wide_code": "wider than their box",
+    "wide_math": "display math(s) wider than the text column",
+    "wide_table": "table(s) wider than the text column",
+    "answer_shown": "exercise answer(s) visible while the solution is closed",
+    "solution_open": "solution(s) open before the reader asks",
+    "code_heavy": "code in sight takes",
+    "small_figure": "figure(s) with labels below",
+    "small_font": "font size(s) below 10 pt",
+}
 
 
 def _page(body: str, *, head: str = "", up: str = "../") -> str:
@@ -190,7 +224,9 @@ def _page(body: str, *, head: str = "", up: str = "../") -> str:
         " {options: {processHtmlClass: 'tex2jax_process|mathjax_process|math|output_area'}}"
         "</script>"
         f"<script defer src='{up}mathjax/tex-chtml.js'></script>"
-        f"{head}</head><body><main><article class='bd-article'>{body}</article></main>"
+        + COLUMN_CSS
+        + TOGGLE_HEAD.format(up=up)
+        + f"{head}</head><body><main><article class='bd-article'>{body}</article></main>"
         "</body></html>"
     )
 
@@ -201,34 +237,119 @@ def _mathjax_source() -> Path:
     return Path(spec.origin).parent / "static" / "mathjax"
 
 
+def _togglebutton_source() -> Path:
+    spec = importlib.util.find_spec("sphinx_togglebutton")
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / "_static"
+
+
+def _png(width: int, height: int, dpi: float) -> bytes:
+    """A PNG of the given size that records ``dpi`` (as matplotlib's PNGs do)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "white").save(buffer, format="PNG", dpi=(dpi, dpi))
+    return buffer.getvalue()
+
+
+def _cell(code: str, output: str = "", *, hidden: str = "") -> str:
+    """A myst-nb cell; ``hidden='input'`` or ``'cell'`` folds it as hide-input / hide-cell do."""
+    cell_input = f"<div class='cell_input'><div class='highlight'><pre>{code}</pre></div></div>"
+    cell_output = (
+        f"<div class='cell_output'><div class='output stream'><pre>{output}</pre></div></div>"
+        if output
+        else ""
+    )
+    fold = "<details class='hide above-input'><summary>Show code cell</summary>{}</details>"
+    if hidden == "input":
+        body = fold.format(cell_input) + cell_output
+    elif hidden == "cell":
+        body = fold.format(cell_input + cell_output)
+    else:
+        body = cell_input + cell_output
+    return f"<div class='cell'>{body}</div>"
+
+
+def _exercise(label: str, solution_body: str, *, dropdown: bool = True) -> str:
+    """sphinx-exercise's markup: an exercise, then its solution (closed when a dropdown)."""
+    classes = "solution dropdown admonition" if dropdown else "solution admonition"
+    return (
+        f"<div class='exercise admonition' id='{label}'><p class='admonition-title'>"
+        f"Exercise ({label})</p><section><p>The question.</p></section></div>"
+        f"<div class='{classes}'><p class='admonition-title'>Solution to Exercise ({label})</p>"
+        f"<section><p>The reasoning.</p>{solution_body}</section></div>"
+    )
+
+
+PROSE = "<p>" + "Prose that explains the idea at some length. " * 40 + "</p>"
+FIGURE = "<img src='fig.png'>"
+
+
 @pytest.fixture(scope="module")
 def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if check_book.find_chromium(None) is None:
         pytest.skip("no Chromium installed (make test installs Debian's chromium)")
     root = tmp_path_factory.mktemp("site")
     html = root / "html"
-    (html / "chapters").mkdir(parents=True)
+    chapters = html / "chapters"
+    chapters.mkdir(parents=True)
     shutil.copytree(_mathjax_source(), html / "mathjax")
-    # 1x1 PNG
+    for asset in ("togglebutton.css", "togglebutton.js"):
+        shutil.copy(_togglebutton_source() / asset, html / asset)
+    # 1x1 PNG without a recorded resolution (counts as 96 dpi: its 10-pt text is 13.3 px)
     png = bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
         "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a55fbb"
         "5e0000000049454e44ae426082"
     )
-    (html / "chapters" / "fig.png").write_bytes(png)
+    (chapters / "fig.png").write_bytes(png)
+    # 6 in at 100 dpi, shown at its natural 600 px: 10-pt text at 13.9 px
+    (chapters / "legible.png").write_bytes(_png(600, 300, 100))
+    # 15 in at 100 dpi, shrunk into the 688-px column: 10-pt text at 6.4 px
+    (chapters / "shrunk.png").write_bytes(_png(1500, 300, 100))
     (html / "index.html").write_text(_page("<p>index</p>", up=""))
     (html / "intro.html").write_text(_page("<p>No math, no figure: fine for the intro.</p>", up=""))
-    (html / "chapters" / "good.html").write_text(
-        _page(
+    long_line = "x = " + " + ".join(f"value_{i}" for i in range(30))
+    pages = {
+        "good": (
             "<p>Inline <span class='math notranslate nohighlight'>\\(y = Wx\\)</span></p>"
             "<div class='math notranslate nohighlight'>\\[a^2 + b^2 = c^2\\]</div>"
             "<table><tr><th>a</th></tr><tr><td>1</td></tr></table>"
             "<pre>| code | may |\n|---|---|</pre>"
-            "<img src='fig.png'><div class='cell'><div class='cell_output'>"
+            "<img src='fig.png'><img src='legible.png'>"
+            "<div class='cell'><div class='cell_output'>"
             "<div class='output stderr'><pre>UserWarning: fine</pre></div></div></div>"
-        )
-    )
-    (html / "chapters" / "bad.html").write_text(
+            + PROSE
+            + _cell("import torch  # setup, folded\n" * 40, "setup done", hidden="cell")
+            + _cell("check()  # a check, folded", hidden="input")
+            # a gated solution: code and output inside the closed dropdown
+            + _exercise("good", _cell("print(42)", "the answer is 42"))
+            + "<h2>Summary</h2><div class='cell'><div class='cell_output'><pre>after a heading"
+            "</pre></div></div>"
+        ),
+        # the code of a folded cell is measured opened: one line does not fit
+        "wide_code": FIGURE + PROSE + _cell(long_line, hidden="input"),
+        "wide_math": FIGURE
+        + PROSE
+        + "<div class='math notranslate nohighlight'>\\["
+        + " + ".join(f"a_{{{i}}} b_{{{i}}}" for i in range(40))
+        + "\\]</div>",
+        "wide_table": FIGURE
+        + PROSE
+        + "<table><tr>"
+        + "".join(f"<th>column_number_{i}</th>" for i in range(12))
+        + "</tr></table>",
+        # the old pattern: the solution's check printed below the closed solution
+        "answer_shown": FIGURE
+        + PROSE
+        + _exercise("shown", "")
+        + _cell("check()", "padding 4 keeps the length", hidden="input"),
+        "solution_open": FIGURE + PROSE + _exercise("open", "<p>42</p>", dropdown=False),
+        "code_heavy": FIGURE + "<p>Short prose.</p>" + _cell("assert check()\n" * 60),
+        "small_figure": "<img src='shrunk.png'>" + PROSE,
+        "small_font": FIGURE + PROSE,
+    }
+    for name, body in pages.items():
+        (chapters / f"{name}.html").write_text(_page(body))
+    (chapters / "bad.html").write_text(
         _page(
             "<p>Left raw: $$x, never closed, and <span class='math'>\\(x^{1}^{2}\\)</span></p>"
             "<img src='missing.png'><p>| a | b |</p><p>|---|---|</p>"
@@ -238,36 +359,60 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             head="<script src='https://cdn.example.invalid/x.js'></script>",
         )
     )
-    (html / "chapters" / "nofig.html").write_text(_page("<p>A chapter without a figure.</p>"))
+    (chapters / "nofig.html").write_text(_page("<p>A chapter without a figure.</p>"))
+    # The sources the check reads for font sizes (next to _toc.yml, as in the book).
+    (root / "chapters").mkdir()
+    code_cell = "```{{code-cell}} ipython3\n{}\n```\n"
+    (root / "chapters" / "good.md").write_text(
+        "# Good\n\nProse may say fontsize=6.\n\n"
+        + code_cell.format('ax.set_title("t", fontsize=12)\nax.legend(fontsize="large")')
+    )
+    (root / "chapters" / "small_font.md").write_text(
+        "# Small\n\n" + code_cell.format('ax.text(0, 0, "t", fontsize=7)')
+    )
+    toc = ["good", "bad", "nofig", "absent", *(name for name in pages if name != "good")]
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nchapters:\n"
-        "  - file: chapters/good\n  - file: chapters/bad\n  - file: chapters/nofig\n"
-        "  - file: chapters/absent\n"
+        + "".join(f"  - file: chapters/{name}\n" for name in toc)
     )
     return root
 
 
+@pytest.fixture(scope="module")
+def checked(book_site: Path) -> tuple[int, str, dict[str, str]]:
+    """Run the check once on the site: exit code, output, and each page's report."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        rc = check_book.main(
+            [
+                "--html-dir",
+                str(book_site / "html"),
+                "--toc",
+                str(book_site / "_toc.yml"),
+                "--screenshots",
+                str(book_site / "shots"),
+            ]
+        )
+    out = buffer.getvalue()
+    reports: dict[str, str] = {}
+    for line in out.splitlines():
+        if line[:4] in {"PASS", "FAIL"}:
+            current = line.split()[1]
+            reports[current] = line + "\n"
+        elif line.startswith("      - "):
+            reports[current] += line + "\n"
+    return rc, out, reports
+
+
 def test_check_book_passes_good_pages_and_names_every_problem(
-    book_site: Path, capsys: pytest.CaptureFixture[str]
+    book_site: Path, checked: tuple[int, str, dict[str, str]]
 ) -> None:
-    shots = book_site / "shots"
-    rc = check_book.main(
-        [
-            "--html-dir",
-            str(book_site / "html"),
-            "--toc",
-            str(book_site / "_toc.yml"),
-            "--screenshots",
-            str(shots),
-        ]
-    )
-    out = capsys.readouterr().out
-    lines = {line.split()[1]: line for line in out.splitlines() if line[:4] in {"PASS", "FAIL"}}
-    assert lines["intro.html"].startswith("PASS")
-    assert lines["chapters/good.html"].startswith("PASS"), out
-    assert "math=2" in lines["chapters/good.html"]
-    assert lines["chapters/bad.html"].startswith("FAIL")
-    bad_report = out.split("chapters/bad.html", 1)[1].split("chapters/nofig.html", 1)[0]
+    rc, out, reports = checked
+    assert reports["intro.html"].startswith("PASS")
+    assert reports["chapters/good.html"].startswith("PASS"), out
+    assert "math=2" in reports["chapters/good.html"]
+    bad_report = reports["chapters/bad.html"]
+    assert bad_report.startswith("FAIL")
     for problem in (
         "images not loaded",
         "Double exponent",
@@ -281,8 +426,69 @@ def test_check_book_passes_good_pages_and_names_every_problem(
         "HTTP 404",
     ):
         assert problem in bad_report, problem
-    assert "has no figure" in out.split("chapters/nofig.html", 1)[1]
-    assert "not built" in out.split("chapters/absent.html", 1)[1]
-    assert out.strip().endswith("check_book: 2 passed, 3 failed")
+    assert "has no figure" in reports["chapters/nofig.html"]
+    assert "not built" in reports["chapters/absent.html"]
+    failed = len(reports) - 2
+    assert out.strip().endswith(f"check_book: 2 passed, {failed} failed")
     assert rc == 1
-    assert (shots / "chapters__good.png").stat().st_size > 0
+    assert (book_site / "shots" / "chapters__good.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("page", sorted(NEW_RULES))
+def test_each_reader_rule_catches_its_fixture_page(
+    page: str, checked: tuple[int, str, dict[str, str]]
+) -> None:
+    """Each fixture page fails for its own rule, and for no other of the reader's rules."""
+    _, out, reports = checked
+    report = reports[f"chapters/{page}.html"]
+    assert report.startswith("FAIL"), out
+    assert NEW_RULES[page] in report, report
+    others = [msg for name, msg in NEW_RULES.items() if name != page and msg in report]
+    assert not others, report
+    for message in NEW_RULES.values():  # the good page breaks none of them
+        assert message not in reports["chapters/good.html"]
+
+
+def test_measurements_are_printed_per_page(checked: tuple[int, str, dict[str, str]]) -> None:
+    _, _, reports = checked
+    heavy = re.search(r"code=([\d.]+)%", reports["chapters/code_heavy.html"])
+    good = re.search(r"code=([\d.]+)%", reports["chapters/good.html"])
+    assert heavy and good
+    assert float(heavy.group(1)) > 30 > float(good.group(1))  # folded code is not in sight
+    assert "wide_code=1/1lines" in reports["chapters/wide_code.html"]
+    assert "answers=1" in reports["chapters/answer_shown.html"]
+    assert "answers=0" in reports["chapters/good.html"]
+    assert "padding 4 keeps the length" in reports["chapters/answer_shown.html"]
+    assert "10-pt text at 6.4 px" in reports["chapters/small_figure.html"]
+    assert "fontsize=7" in reports["chapters/small_font.html"]
+
+
+def test_label_size_proxy() -> None:
+    # 10 pt at 100 dpi is 13.9 image pixels; an image shown at half its width halves that.
+    figure = check_book.FigureScale("f.png", dpi=100, natural=1000, rendered=500)
+    assert figure.label_px == pytest.approx(10 * 100 / 72 / 2)
+    assert check_book.image_dpi(_png(10, 10, 150)) == pytest.approx(
+        150, abs=0.05
+    )  # pHYs: whole px per metre
+    assert check_book.image_dpi(b"<svg xmlns='http://www.w3.org/2000/svg'/>") == 96
+
+
+def test_small_font_sizes_are_found_in_code() -> None:
+    code = (
+        'ax.set_title("a", fontsize=8)\n'
+        "ax.tick_params(labelsize=9.5)\n"
+        'ax.legend(fontsize="small")\n'
+        'plt.rcParams["font.size"] = 7\n'
+        'plt.rcParams.update({"legend.fontsize": "x-small"})\n'
+        'ax.text(0, 0, "ok", fontsize=10)\n'
+        'ax.legend(fontsize="large")\n'
+        "image_size = 8  # not a font\n"
+    )
+    found = check_book.small_font_sizes(code)
+    assert found == [
+        "fontsize=8",
+        "labelsize=9.5",
+        'fontsize="small"',
+        'font.size"] = 7',
+        'fontsize": "x-small"',
+    ]
