@@ -24,7 +24,10 @@ from ane_lib.coreai.export import (
     read_export_metadata,
     read_module_paths,
 )
+from ane_lib.coreai.report import report
 from ane_lib.coreai.runtime import FunctionSignature, Session, run, signature
+from ane_lib.coreai.verification import verify
+from ane_lib.verification import Verification
 
 __all__ = [
     "PRECISIONS",
@@ -36,8 +39,11 @@ __all__ = [
     "available",
     "export",
     "read_export_metadata",
+    "Verification",
     "read_module_paths",
+    "report",
     "run",
     "signature",
     "unavailable_reason",
+    "verify",
 ]
