@@ -2,9 +2,14 @@
 
     ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
         -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
+    ane-lib export tiny_moat_1 --target coreai -o tiny_moat_1.aimodel
     ane-lib report tiny_moat_1.mlpackage [--json] [--fail-on error|warning|cost] [--top N]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
     ane-lib verify text.mlpackage --model my_project.models:build_model
+
+Targets: ``export --target coreml`` (the default) writes a Core ML package (``.mlpackage``),
+``--target coreai`` a Core AI program (``.aimodel``, needs the ``[coreai]`` extra); ``report``
+and ``verify`` take either, by its suffix (a Core AI program is run by Apple's runtime).
 
 Exit status: 0 success, 1 a check failed (verification below threshold, a rule of the report at
 ``--fail-on`` severity or worse, a conversion failure), 2 bad usage or bad input. Errors are one
@@ -58,6 +63,14 @@ class UsageError(Exception):
 
 class CheckFailedError(Exception):
     """A conversion or a check failed: reported in one line, exit status 1."""
+
+
+#: Export targets: the library that writes each and the suffix of what it writes.
+TARGETS = {"coreml": ".mlpackage", "coreai": ".aimodel"}
+
+
+def _is_coreai(path: Path) -> bool:
+    return path.suffix == TARGETS["coreai"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,12 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(exp, for_verify=False)
     exp.add_argument("--image-size", type=int, default=256, help="input height = width (256)")
     exp.add_argument("--batch", type=int, default=1, help="batch size baked into the package (1)")
-    exp.add_argument("-o", "--output", type=Path, required=True, help="destination .mlpackage")
+    exp.add_argument(
+        "--target",
+        choices=tuple(TARGETS),
+        default="coreml",
+        help="coreml: a Core ML .mlpackage (default); coreai: a Core AI .aimodel",
+    )
+    exp.add_argument(
+        "-o", "--output", type=Path, required=True, help="destination .mlpackage or .aimodel"
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing package")
     exp.add_argument("--quiet", action="store_true", help="no progress lines")
 
     rep = sub.add_parser("report", help="check a package against the Neural Engine's rules")
-    rep.add_argument("path", type=Path, help="a saved .mlpackage")
+    rep.add_argument("path", type=Path, help="a saved .mlpackage or .aimodel")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.add_argument(
         "--fail-on",
@@ -147,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=int, default=10, help="rows of the worst-ops table (10)")
 
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
-    ver.add_argument("path", type=Path, help="a saved .mlpackage")
+    ver.add_argument("path", type=Path, help="a saved .mlpackage or .aimodel")
     ver.add_argument(
         "--model",
         help=f"model name, one of: {names} (default: as recorded in the package), or "
@@ -159,7 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
     ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
     ver.add_argument(
-        "--precision", choices=PRECISIONS, default="fp16", help="executor precision (fp16)"
+        "--precision",
+        choices=PRECISIONS,
+        default="fp16",
+        help="executor precision (fp16); a .aimodel runs in the precision it was exported in",
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(
@@ -243,12 +267,19 @@ def _check_ints(args: argparse.Namespace, names: Sequence[str]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ane_lib.coreml.export import ExportError, export
+    from ane_lib.coreai import CoreAIExportError
+    from ane_lib.coreai import export as export_coreai
+    from ane_lib.coreml.export import ExportError
+    from ane_lib.coreml.export import export as export_coreml
 
     _check_ints(args, ("window", "num_classes", "image_size", "batch", "seed"))
     output: Path = args.output
-    if output.suffix != ".mlpackage":
-        raise UsageError(f"-o/--output must end in .mlpackage, got {str(output)!r}")
+    suffix = TARGETS[args.target]
+    if output.suffix != suffix:
+        raise UsageError(
+            f"-o/--output must end in {suffix} for --target {args.target}, got {str(output)!r}"
+        )
+    export = export_coreai if args.target == "coreai" else export_coreml
     if output.exists() and not args.overwrite:
         raise UsageError(f"{str(output)!r} already exists; add --overwrite to replace it")
     options = {"form": DEFAULT_EXPORT_FORM, **_given_options(args)}
@@ -268,9 +299,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             metadata={"create_options": options, "weights": weights},
             progress=not args.quiet,
         )
-    except ExportError as err:
+    except (ExportError, CoreAIExportError) as err:
         raise CheckFailedError(str(err)) from err
-    except (ValueError, TypeError, FileExistsError) as err:
+    except (ValueError, TypeError, FileExistsError, ImportError) as err:
         raise UsageError(str(err)) from err
     print(path)
     return EXIT_OK
@@ -278,10 +309,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Print the report; exit 1 when a rule of severity ``--fail-on`` or worse fires."""
-    from ane_lib.coreml.report import report
+    from ane_lib.coreai.report import report as report_coreai
+    from ane_lib.coreml.report import report as report_coreml
 
     _check_ints(args, ("top",))
-    rep = report(_existing_package(args.path))
+    path = _existing_package(args.path)
+    try:
+        rep = report_coreai(path) if _is_coreai(path) else report_coreml(path)
+    except ImportError as err:
+        raise UsageError(str(err)) from err
     if args.json:
         print(json.dumps(rep.to_dict(top=args.top), indent=2, sort_keys=True, default=str))
     else:
@@ -290,10 +326,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _existing_package(path: Path) -> Path:
+    from ane_lib.coreai.export import check_asset_path
     from ane_lib.coreml.program import open_package
 
     try:
-        open_package(path)
+        if _is_coreai(path):
+            check_asset_path(path)
+        else:
+            open_package(path)
     except ValueError as err:
         raise UsageError(str(err)) from err
     return path
@@ -311,6 +351,8 @@ def _recorded(meta: dict[str, Any], path: Path) -> tuple[str | None, dict[str, A
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from ane_lib.coreai import read_export_metadata as read_coreai_metadata
+    from ane_lib.coreai import verify as verify_coreai
     from ane_lib.coreml.export import read_export_metadata
     from ane_lib.coreml.verification import verify
 
@@ -318,7 +360,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_top1 <= 1.0:
         raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
     path = _existing_package(args.path)
-    name, options, weights = _recorded(read_export_metadata(path), path)
+    coreai = _is_coreai(path)
+    try:
+        meta = read_coreai_metadata(path) if coreai else read_export_metadata(path)
+    except ImportError as err:
+        raise UsageError(str(err)) from err
+    name, options, weights = _recorded(meta, path)
     name = args.model or name
     if name is None:
         raise UsageError(f"{str(path)!r} records no model name; pass --model NAME")
@@ -340,9 +387,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         model = _build_model(name, options, 0 if seed is None else seed, weights_file)
     try:
-        result = verify(
-            path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
-        )
+        if coreai:
+            result = verify_coreai(path, model, samples=args.samples, seed=args.input_seed)
+        else:
+            result = verify(
+                path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
+            )
     except ValueError as err:
         raise UsageError(str(err)) from err
     ok = result.passed(args.min_psnr, args.min_top1)

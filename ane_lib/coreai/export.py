@@ -76,7 +76,7 @@ META_PREFIX = "ane_lib."
 #: The file, inside the ``.aimodel`` folder, that holds the PyTorch module of each fx node.
 MODULE_PATHS_FILE = "ane_lib_module_paths.json"
 
-_UNSUPPORTED = re.compile(r"unsupported ATen ops: (?P<ops>[^.]+(?:\.[a-zA-Z_]+)*)")
+_UNSUPPORTED = re.compile(r"unsupported ATen ops: (?P<ops>[\w.]+(?:, [\w.]+)*)")
 
 
 class CoreAIExportError(RuntimeError):
@@ -115,7 +115,7 @@ def _conversion_error(err: Exception, exported: Any, node: Any) -> CoreAIExportE
     op = None
     if match := _UNSUPPORTED.search(str(err)):
         # "aten.foo.default, aten.bar.default": find the nodes that call them
-        wanted = {o.strip() for o in match.group("ops").split(",")}
+        wanted = {o.strip().rstrip(".") for o in match.group("ops").split(",")}
         op = sorted(wanted)[0]
         names = [n.name for n in exported.graph.nodes if str(n.target) in wanted][:1]
         what = f"op {', '.join(sorted(wanted))} has no Core AI lowering in coreai-torch"

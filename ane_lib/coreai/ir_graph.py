@@ -111,6 +111,7 @@ _DTYPES: dict[str, str] = {
 }
 _BITS = re.compile(r"(\d+)$")
 _SYMBOL = re.compile(r"@([\w$.\-]+)")
+_IO_NAME = re.compile(r'coreai\.name = "([^"]+)"')
 _COMPOSITE = re.compile(r'composite_declaration<"([^"]+)"')
 
 
@@ -186,7 +187,9 @@ class _Walk:
         self.counter += 1
         return f"{prefix}%{self.counter}"
 
-    def value(self, mlir_value: Any, kind: str, producer: str | None = None) -> Value:
+    def value(
+        self, mlir_value: Any, kind: str, producer: str | None = None, name: str | None = None
+    ) -> Value:
         found = self.values.get(mlir_value)
         if found is not None:
             return found
@@ -197,7 +200,7 @@ class _Walk:
             if data is not None and data.dtype.kind == "f" and data.size:
                 minimum = float(np.min(data))
         made = Value(
-            name=self.fresh("v"),
+            name=name or self.fresh("v"),
             shape=shape,
             dtype=dtype,
             kind=kind,  # type: ignore[arg-type]
@@ -348,6 +351,13 @@ def _graphs(module: Any) -> dict[str, Any]:
     return graphs
 
 
+def _io_names(graph: Any, attribute: str, count: int) -> list[str | None]:
+    """The ``coreai.name`` of each argument or result of ``graph`` (None where unnamed)."""
+    text = str(graph.attributes[attribute]) if attribute in graph.attributes else ""
+    names: list[str | None] = list(_IO_NAME.findall(text))
+    return names if len(names) == count else [None] * count
+
+
 def _entry_block(graph: Any) -> Any:
     return graph.regions[0].blocks[0]
 
@@ -374,12 +384,19 @@ def program_graph(
         raise ValueError(f"function {function!r} is not in the program; it has {sorted(graphs)}")
     block = _entry_block(graphs[function])
     walk = _Walk(graphs, module_paths, composites)
-    inputs = tuple(walk.value(a, "input") for a in block.arguments)
+    entry = graphs[function]
+    in_names = _io_names(entry, "arg_attrs", len(block.arguments))
+    inputs = tuple(
+        walk.value(a, "input", name=n) for a, n in zip(block.arguments, in_names, strict=True)
+    )
     output_op = next(
         (v.operation for v in block.operations if v.operation.name == "coreai.output"), None
     )
     returned = list(output_op.operands) if output_op is not None else []
     boundary = set(block.arguments) | set(returned)
+    out_names = _io_names(entry, "res_attrs", len(returned))
+    for value, name in zip(returned, out_names, strict=True):  # named before their ops are
+        walk.value(value, "op", name=name)
     walk.walk(block, boundary=boundary)
     outputs = tuple(walk.value(v, "op") for v in returned)
     extra = list(notes)
