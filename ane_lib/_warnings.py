@@ -9,11 +9,17 @@ it guards, and nowhere else: the user's own warnings filters are restored on exi
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["quiet_library_warnings"]
+__all__ = ["IMPORT_NOISE_LOGGERS", "quiet_library_warnings", "quiet_loggers"]
+
+#: Loggers that warn on import about nothing a user can act on: torchao (installed with
+#: coreai-opt, and imported by coremltools when present) logs "Failed to load ..." for its CUDA
+#: kernels on a CPU machine, and registers an Enum with torch's pytree, which logs a deprecation.
+IMPORT_NOISE_LOGGERS: tuple[str, ...] = ("torchao", "torch.utils._pytree")
 
 
 @contextlib.contextmanager
@@ -30,3 +36,17 @@ def quiet_library_warnings(*modules: str) -> Iterator[None]:
         for module in modules:
             warnings.filterwarnings("ignore", module=rf"{re.escape(module)}(\.|$)")
         yield
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Raise the loggers ``names`` to at least ``level`` inside the block, then restore them."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(level, logger.level))
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous, strict=True):
+            logger.setLevel(old)

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+from ane_lib._warnings import IMPORT_NOISE_LOGGERS, quiet_loggers
 from ane_lib.coreai._platform import unsupported_reason
 
 __all__ = [
@@ -123,6 +124,7 @@ def quiet() -> Iterator[None]:
             _fd_captured(2) as native,
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
+            quiet_loggers(*IMPORT_NOISE_LOGGERS),
         ):
             warnings.filterwarnings("ignore", message="coreai-torch has only been validated")
             warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ane_lib._warnings import IMPORT_NOISE_LOGGERS, quiet_loggers
+
 if TYPE_CHECKING:
     from coremltools.converters.mil.mil import Program
     from coremltools.models import MLModel
@@ -62,7 +64,7 @@ def import_coremltools() -> ModuleType:
     Raises ImportError with an install hint when coremltools is missing (it is the optional
     ``coreml`` extra of ``ane-lib``).
     """
-    with quiet_coremltools():
+    with quiet_coremltools(), quiet_loggers(*IMPORT_NOISE_LOGGERS):
         try:
             import coremltools as ct
             import coremltools.converters.mil.frontend.milproto.load  # noqa: F401
