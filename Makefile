@@ -42,6 +42,11 @@ LINT_PATHS := $(wildcard ane_lib tests scripts benchmarks)
 OMP_NUM_THREADS ?= 1
 export OMP_NUM_THREADS
 
+# Trained weights (ane_lib.training) are cached here, so that pytest and the chapters of one
+# `make test` train the digits MOAT once; `make clean` removes them with the rest of _build.
+ANE_LIB_CACHE_DIR ?= $(CURDIR)/$(BUILD_DIR)/ane_lib_cache
+export ANE_LIB_CACHE_DIR
+
 # Run chapters with this venv's python3 kernel, whatever kernelspecs the user has elsewhere.
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 # Python 3.11 + debugpy print a "frozen modules" warning at every kernel start.
@@ -61,7 +66,7 @@ $(STAMP): constraints.txt pyproject.toml
 	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(VPY) scripts/install_torch.py --constraints constraints.txt \
 	  $(if $(PIP_TORCH_INDEX),--index-url $(PIP_TORCH_INDEX))
-	@extras='book,dev,coreml,hf'; \
+	@extras='book,dev,coreml,hf,train'; \
 	if $(VPY) ane_lib/coreai/_platform.py; then extras="$$extras,coreai"; fi; \
 	echo "$(VPY) -m pip install -e '.[$$extras]' -c constraints.txt"; \
 	$(VPY) -m pip install -e ".[$$extras]" -c constraints.txt

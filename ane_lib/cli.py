@@ -180,10 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--samples", type=int, default=2, help="number of random inputs (2)")
     ver.add_argument("--input-seed", type=int, default=0, help="seed of the first input (0)")
     ver.add_argument(
+        "--mode",
+        help="how the executor stores float values: declared (default: as the package types "
+        "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32); a .aimodel "
+        "runs in Apple's runtime, in the precision it was exported in",
+    )
+    ver.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp16",
-        help="executor precision (fp16); a .aimodel runs in the precision it was exported in",
+        help="earlier name: fp16 = neural_engine_fp16, fp32 = fp32_reference",
     )
     ver.add_argument("--min-psnr", type=float, default=40.0, help="PSNR threshold in dB (40)")
     ver.add_argument(
@@ -359,6 +364,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     _check_ints(args, ("window", "num_classes", "image_size", "seed", "samples", "input_seed"))
     if not 0.0 <= args.min_top1 <= 1.0:
         raise UsageError(f"--min-top1 must be between 0 and 1, got {args.min_top1}")
+    from ane_lib.coreml.executor import resolve_mode
+
+    try:
+        mode = resolve_mode(args.mode, args.precision)  # before the model is built
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     path = _existing_package(args.path)
     coreai = _is_coreai(path)
     try:
@@ -391,7 +402,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             result = verify_coreai(path, model, samples=args.samples, seed=args.input_seed)
         else:
             result = verify(
-                path, model, samples=args.samples, seed=args.input_seed, precision=args.precision
+                path,
+                model,
+                samples=args.samples,
+                seed=args.input_seed,
+                mode=mode,
             )
     except ValueError as err:
         raise UsageError(str(err)) from err
@@ -412,6 +427,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         source = f"weights {weights_file}" if weights_file else f"seed {seed}"
         print(f"{name} {options} ({source})")
+        print(f"executor mode   {result.mode}")
         print(f"PSNR            {result.psnr_db:8.2f} dB   (threshold {args.min_psnr:g} dB)")
         print(f"max abs error   {result.max_abs_error:11.4g}")
         print(f"max rel error   {result.max_rel_error:11.4g}")

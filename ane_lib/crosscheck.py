@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ane_lib.coreml.executor import Mode
+
 __all__ = ["Agreement", "runtimes_agree"]
 
 
@@ -63,10 +65,11 @@ def runtimes_agree(
     aimodel: str | os.PathLike[str],
     inputs: Iterable[Any],
     *,
-    precision: str = "fp32",
+    mode: Mode = "declared",
 ) -> Agreement:
-    """Run the Core ML package (executor, at ``precision``) and the Core AI program (Apple's
-    runtime) on each of ``inputs`` and compare their outputs, matched by name.
+    """Run the Core ML package (executor, in ``mode``: by default each value in the type the
+    package declares) and the Core AI program (Apple's runtime) on each of ``inputs`` and
+    compare their outputs, matched by name.
 
     ``inputs``: an iterable of samples, each an array (one-input programs) or a mapping input
     name -> array; each is cast to what each program declares. Export both from the same model
@@ -88,7 +91,7 @@ def runtimes_agree(
             )
         for sample in inputs:
             arrays = _arrays(sample, names)
-            ours = run(program, arrays, precision=precision)
+            ours = run(program, arrays, mode)
             apple = session(arrays)
             if set(ours) != set(apple):
                 raise ValueError(

@@ -43,9 +43,10 @@ def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
     peak = float(np.max(np.abs(ref))) if ref.size else 0.0
     if rmse == 0.0:
         return math.inf
-    if peak == 0.0:
+    ratio = peak / rmse
+    if ratio == 0.0:  # a subnormal peak against a normal error: the quotient underflows
         return -math.inf
-    return 20.0 * math.log10(peak / rmse)
+    return 20.0 * math.log10(ratio)
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,27 @@ class Verification:
 
     ``psnr_db``, ``max_abs_error``, ``max_rel_error`` (max abs error divided by
     ``max|reference|``) and ``top1_agreement`` (fraction of rows, i.e. positions of all but
-    the last axis, whose arg-max over the last axis agrees), for ``samples`` inputs executed at
-    ``precision`` by ``engine`` (this project's ``"executor"``, Apple's ``"Core AI runtime"``).
+    the last axis, whose arg-max over the last axis agrees), for ``samples`` inputs run by
+    ``engine`` (this project's ``"executor"``, or Apple's ``"Core AI runtime"``) in ``mode``
+    (the executor's, see :func:`ane_lib.coreml.run`; for Core AI the program's precision).
     With several outputs, ``outputs`` holds these figures per output name and the top-level
     figures are the worst of them (lowest PSNR and agreement, largest errors).
     """
 
     samples: int
-    precision: str
+    mode: str
     psnr_db: float
     max_abs_error: float
     max_rel_error: float
     top1_agreement: float
     outputs: dict[str, Verification] = field(default_factory=dict)
     engine: str = "executor"
+
+    @property
+    def precision(self) -> str:
+        """The mode under its earlier name: "fp16", "fp32" or "declared"."""
+        aliases = {"neural_engine_fp16": "fp16", "fp32_reference": "fp32"}
+        return aliases.get(self.mode, self.mode)
 
     def passed(self, min_psnr: float, min_top1: float = 1.0) -> bool:
         """True when the PSNR and the top-1 agreement both reach their thresholds."""
@@ -85,16 +93,14 @@ class Verification:
         )
 
     def __str__(self) -> str:
-        text = (
-            f"{self.samples} sample(s), {self.engine} {self.precision} vs PyTorch: {self._line()}"
-        )
+        text = f"{self.samples} sample(s), {self.engine} ({self.mode}) vs PyTorch: {self._line()}"
         if len(self.outputs) > 1:
             text += "".join(f"\n  {name}: {v._line()}" for name, v in self.outputs.items())
         return text
 
 
 def _measure(
-    refs: list[np.ndarray], gots: list[np.ndarray], samples: int, precision: str, engine: str
+    refs: list[np.ndarray], gots: list[np.ndarray], samples: int, mode: str, engine: str
 ) -> Verification:
     ref_all, got_all = np.stack(refs), np.stack(gots)
     err = float(np.max(np.abs(ref_all - got_all))) if ref_all.size else 0.0
@@ -105,7 +111,7 @@ def _measure(
         top1 = 1.0
     return Verification(
         samples=samples,
-        precision=precision,
+        mode=mode,
         psnr_db=psnr(ref_all, got_all),
         max_abs_error=err,
         max_rel_error=err / peak if peak else (0.0 if err == 0 else math.inf),
@@ -155,7 +161,7 @@ def compare(
     seed: int,
     inputs: Iterable[Any] | None,
     fp16_inputs: Iterable[str],
-    precision: str,
+    mode: str,
     engine: str,
     source: str,
     noun: str = "package",
@@ -175,7 +181,7 @@ def compare(
             input name -> tensor.
         fp16_inputs: inputs that the program takes in fp16; float values are rounded to fp16
             for both sides, so that both see the same input.
-        precision / engine: recorded in the result (how the program was run).
+        mode / engine: recorded in the result (how the program was run, and by what).
         source / noun: how errors name the program (its path, and "package" or "program").
     """
     if inputs is None:
@@ -219,12 +225,10 @@ def compare(
         model.train(was_training)
     if count == 0:
         raise ValueError("inputs holds no sample; give at least one")
-    per_output = {
-        name: _measure(refs[name], gots[name], count, precision, engine) for name in wanted
-    }
+    per_output = {name: _measure(refs[name], gots[name], count, mode, engine) for name in wanted}
     return Verification(
         samples=count,
-        precision=precision,
+        mode=mode,
         psnr_db=min(v.psnr_db for v in per_output.values()),
         max_abs_error=max(v.max_abs_error for v in per_output.values()),
         max_rel_error=max(v.max_rel_error for v in per_output.values()),

@@ -46,7 +46,7 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def time_runs(stack: str, path: Path, images: list[torch.Tensor], precision: str) -> dict:
+def time_runs(stack: str, path: Path, images: list[torch.Tensor]) -> dict:
     """Load once, then run every image; seconds to load and per image."""
     arrays = [{"image": x.numpy()} for x in images]
     t0 = time.perf_counter()
@@ -55,7 +55,7 @@ def time_runs(stack: str, path: Path, images: list[torch.Tensor], precision: str
         loaded = time.perf_counter() - t0
         t1 = time.perf_counter()
         for a in arrays:
-            coreml.run(program, a, precision=precision)
+            coreml.run(program, a)  # mode "declared": fp16 package in fp16, fp32 in fp32
     else:
         with coreai.Session(path) as session:
             loaded = time.perf_counter() - t0
@@ -83,11 +83,9 @@ def measure(
         "padded/real": rep.padding_overhead,
         "weight bytes": rep.weight_bytes,
     }
-    row |= time_runs(stack, path, images, precision)
-    if stack == "coreml":
-        check = coreml.verify(path, model, inputs=images, precision=precision)
-    else:
-        check = coreai.verify(path, model, inputs=images)
+    row |= time_runs(stack, path, images)
+    verify = coreml.verify if stack == "coreml" else coreai.verify
+    check = verify(path, model, inputs=images)
     row |= {
         "PSNR dB": check.psnr_db,
         "max rel err": check.max_rel_error,

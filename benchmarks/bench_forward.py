@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _timing import time_calls
 
 from ane_lib.models import create_model, to_ane
 
@@ -23,22 +23,13 @@ from ane_lib.models import create_model, to_ane
 def time_forwards(
     models: dict[str, torch.nn.Module], x: torch.Tensor, *, warmup: int, repeats: int
 ) -> dict[str, list[float]]:
-    """Seconds per forward call ``model(x)`` of each model, ``repeats`` times after ``warmup``.
-
-    The models take turns call by call, so a change in the machine's load hits all of them alike.
-    """
-    times: dict[str, list[float]] = {name: [] for name in models}
+    """Seconds per forward call ``model(x)`` of each model (eval mode, no gradients),
+    ``repeats`` times after ``warmup``, the models taking turns (see ``time_calls``)."""
+    for model in models.values():
+        model.eval()
+    calls = {name: (lambda m=model: m(x)) for name, model in models.items()}
     with torch.no_grad():
-        for model in models.values():
-            model.eval()
-            for _ in range(warmup):
-                model(x)
-        for _ in range(repeats):
-            for name, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                times[name].append(time.perf_counter() - start)
-    return times
+        return time_calls(calls, warmup=warmup, repeats=repeats)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,7 @@ def test_verify_reads_the_recorded_seed(exported: Path, capsys: pytest.CaptureFi
     assert main(["verify", str(exported), "--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "seed 3" in out and "PSNR" in out and out.strip().endswith("PASS")
+    assert "executor mode   declared" in out
 
 
 def test_verify_other_seed_fails_exit_1(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:

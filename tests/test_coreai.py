@@ -179,7 +179,7 @@ def test_fp16_program_and_verify(tmp_path: Path, fp32_program: Path) -> None:
     assert (fp16.precision, fp16.engine, fp16.samples) == ("fp16", "Core AI runtime", 3)
     assert 40 < fp16.psnr_db < 90 and fp16.top1_agreement == 1.0
     assert fp32.precision == "fp32" and fp32.max_rel_error < 1e-5
-    assert "Core AI runtime fp16 vs PyTorch" in str(fp16)
+    assert "Core AI runtime (fp16) vs PyTorch" in str(fp16)
     data = [torch.rand(1, 3, 16, 16) for _ in range(4)]
     assert coreai.verify(path, model, inputs=data).samples == 4
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ane_lib.coreml import PackageInfo, TensorInfo, load_program, package_io
+from ane_lib.coreml import PackageInfo, TensorInfo, load_program, package_io, run
 from ane_lib.coreml.export import export
-from ane_lib.coreml.program import import_coremltools, open_package
+from ane_lib.coreml.program import (
+    ProgramReadError,
+    import_coremltools,
+    open_package,
+    quiet_coremltools,
+)
 
 
 class ConvNet(nn.Module):
@@ -131,3 +137,109 @@ def test_linux_noise_is_silenced(saved: tuple[Path, ConvNet]) -> None:
     assert int(done.stdout.strip()) >= 2
     for noise in ("Failed to load", "has not been tested", "scikit-learn version"):
         assert noise not in done.stderr, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# packages coremltools writes but its own reader rejects (issue 15)
+
+
+def _save(program: Any, path: Path) -> Path:
+    ct = import_coremltools()
+    with quiet_coremltools():
+        model = ct.convert(
+            program,
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS17,
+            compute_precision=ct.precision.FLOAT32,
+            skip_model_load=True,
+        )
+    model.save(str(path))
+    return path
+
+
+def _strict_read(path: Path) -> Any:
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+
+    model = open_package(path)
+    spec = model.get_spec()
+    with quiet_coremltools():
+        return milproto_load.load(
+            spec,
+            specification_version=spec.specificationVersion,
+            file_weights_dir=model.weights_dir,
+        )
+
+
+def test_batch_norm_with_fp16_statistics_on_an_fp32_input(tmp_path: Path) -> None:
+    # coremltools writes the default epsilon as an fp32 constant beside fp16 statistics; its
+    # reader then rejects the op ("must have the same data type")
+    ct = import_coremltools()
+    from coremltools.converters.mil import Builder as mb  # noqa: N813
+    from coremltools.converters.mil.mil import types
+
+    mean, var = np.arange(3, dtype=np.float16), np.full(3, 2, np.float16)
+
+    @mb.program(
+        input_specs=[mb.TensorSpec((1, 3, 4, 4), dtype=types.fp32)], opset_version=ct.target.iOS17
+    )
+    def program(x: Any) -> Any:
+        return mb.batch_norm(x=x, mean=mean, variance=var)
+
+    path = _save(program, tmp_path / "bn.mlpackage")
+    with pytest.raises(ValueError, match="must have the same data type"):
+        _strict_read(path)
+    loaded = load_program(path)
+    x = np.random.default_rng(0).normal(size=(1, 3, 4, 4)).astype(np.float32)
+    (got,) = run(loaded, {"x": x}).values()
+    ref = (x - mean.reshape(1, 3, 1, 1)) / np.sqrt(2.0 + 1e-5)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:Some dimensions in the input shape are unknown")
+def test_einsum_over_a_dynamic_axis(tmp_path: Path) -> None:
+    # the reader gives each input its own symbol for the shared dynamic axis, and einsum's
+    # shape check fails; the package's declared output type is used instead
+    ct = import_coremltools()
+    from coremltools.converters.mil import Builder as mb  # noqa: N813
+    from coremltools.converters.mil.mil import get_new_symbol
+
+    n = get_new_symbol()
+
+    @mb.program(
+        input_specs=[mb.TensorSpec((n, 4, 2, 6)), mb.TensorSpec((n, 6, 2, 5))],
+        opset_version=ct.target.iOS17,
+    )
+    def program(a: Any, b: Any) -> Any:
+        return mb.einsum(values=(a, b), equation="nchw,nwhu->nchu")
+
+    path = _save(program, tmp_path / "einsum.mlpackage")
+    with pytest.raises(AssertionError, match="input shapes incompatible"):
+        _strict_read(path)
+    loaded = load_program(path)
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        a = rng.normal(size=(batch, 4, 2, 6)).astype(np.float32)
+        b = rng.normal(size=(batch, 6, 2, 5)).astype(np.float32)
+        (got,) = run(loaded, {"a": a, "b": b}).values()
+        np.testing.assert_allclose(got, np.einsum("nchw,nwhu->nchu", a, b), rtol=1e-5, atol=1e-6)
+
+
+def test_a_package_the_reader_cannot_rebuild_is_reported_as_the_readers_fault(
+    saved: tuple[Path, ConvNet], tmp_path: Path
+) -> None:
+    # an op type coremltools does not know: no relaxing helps, and the error says whose fault
+    ct = import_coremltools()
+    path, _ = saved
+    spec = open_package(path).get_spec()
+    block = spec.mlProgram.functions["main"].block_specializations["CoreML7"]
+    gelu = next(op for op in block.operations if op.type == "gelu")
+    gelu.type = "gelu_from_the_future"
+    copy = tmp_path / "future.mlpackage"
+    with quiet_coremltools():
+        ct.models.MLModel(
+            spec, weights_dir=open_package(path).weights_dir, skip_model_load=True
+        ).save(str(copy))
+    with pytest.raises(ProgramReadError, match="future.mlpackage") as err:
+        load_program(copy)
+    assert "says nothing against the package" in str(err.value)
+    assert isinstance(err.value, ValueError)

@@ -44,7 +44,9 @@ MOAT_VARIANTS_0 = dataclasses.asdict(MOAT_VARIANTS["tiny_moat_0"])
 
 def test_list_models_names_every_model() -> None:
     assert list_models() == sorted(
-        [f"tiny_moat_{i}" for i in range(4)] + [f"moat_{i}" for i in range(5)] + ["deit_tiny"]
+        [f"tiny_moat_{i}" for i in range(4)]
+        + [f"moat_{i}" for i in range(5)]
+        + ["deit_tiny", "digits_moat"]
     )
     assert list_models("tiny_moat_*") == [f"tiny_moat_{i}" for i in range(4)]
     assert list_models(["deit*", "moat_4"]) == ["deit_tiny", "moat_4"]
@@ -315,9 +317,9 @@ def test_the_docstring_example_a_digits_moat() -> None:
     register_model(
         "digits_moat",
         MOATConfig,
-        fixed={"stem_sizes": (16, 16), "depths": (1, 1, 1, 1), "hidden_sizes": (16, 32, 64, 64)},
-        defaults={"image_size": 32, "num_classes": 10},
-        description="a MOAT small enough to train on the 8 x 8 digits (upsampled to 32 x 32)",
+        fixed={"stem_sizes": (16, 16), "depths": (1, 1, 1, 1), "hidden_sizes": (32, 32, 64, 64)},
+        defaults={"image_size": (32, 32), "num_classes": 10, "pe": "rpe", "attention": "global"},
+        description="digits_moat: a reduced MOAT for scikit-learn's digits (chapter 9)",
     )
     model = create_model("digits_moat", pe="lepe", dtype=torch.float64).eval()
     assert isinstance(model, MOAT) and "digits_moat" in list_models()

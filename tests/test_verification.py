@@ -28,7 +28,7 @@ from ane_lib.coreml import Verification, export, psnr, verify
 def test_psnr_of_a_constant_offset(values: np.ndarray, offset: float) -> None:
     """A constant error c gives RMSE |c|, so PSNR = 20 log10(max|ref| / |c|)."""
     peak = np.max(np.abs(values))
-    if peak == 0:
+    if peak / offset == 0:  # a zero (or subnormal) peak: the ratio is 0
         assert psnr(values, values + offset) == -math.inf
     else:
         assert psnr(values, values + offset) == pytest.approx(20 * math.log10(peak / offset))
@@ -66,6 +66,7 @@ def test_verify_fp16_package_shows_the_deployment_error(
         result = verify(path, model, samples=3, precision=precision)
         assert isinstance(result, Verification)
         assert result.samples == 3 and result.precision == precision
+        assert result.mode == {"fp16": "neural_engine_fp16", "fp32": "fp32_reference"}[precision]
         # fp16 weights (and, in fp16 mode, activations): about 11 bits of agreement at least
         assert 55 < result.psnr_db < 120
         assert result.max_rel_error < 3e-3

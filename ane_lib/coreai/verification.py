@@ -67,7 +67,7 @@ def verify(
             input name -> tensor.
 
     Float inputs that the program takes in fp16 are rounded to fp16 for both sides. Returns a
-    :class:`~ane_lib.verification.Verification` whose ``precision`` is the program's.
+    :class:`~ane_lib.verification.Verification` whose ``mode`` is the program's precision.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -92,7 +92,7 @@ def verify(
             seed=seed,
             inputs=inputs,
             fp16_inputs=fp16,
-            precision=str(precision),
+            mode=str(precision),
             engine=ENGINE,
             source=repr(str(path)),
             noun="program",

@@ -6,6 +6,17 @@ reads the specification without compiling it, and the milproto loader rebuilds t
 ``Program`` (ops, shapes, dtypes, constant weights) from it. Everything downstream in
 ``ane_lib.coreml`` (the reference executor, the ANE report) starts from that program.
 
+coremltools' reader rebuilds each op with the MIL builder, which re-runs the op's type checks and
+type inference. Some packages that coremltools itself wrote fail those checks on the way back
+in, though nothing in them is wrong: a ``batch_norm`` with fp16 statistics and an fp32 input
+(the fp32 ``epsilon`` it wrote then "must have the same data type" as the fp16 ``variance``),
+or an ``einsum`` over a dynamic axis (the reader gives each input its own symbol for that
+axis, and the shape check fails). :func:`load_program` first reads a package strictly; when the
+reader rejects it, it reads it again with those two checks relaxed: type-domain agreement is
+not enforced, and an op whose type inference fails takes the output types the package declares
+for it. When even that fails, :class:`ProgramReadError` says that the reader, not the package,
+is at fault.
+
 coremltools logs a handful of warnings when it is imported on Linux ("Failed to load
 _MLModelProxy ...", untested torch/scikit-learn versions). They say only that the native Core ML
 runtime is absent, which we know; :func:`import_coremltools` imports the package with its logger
@@ -15,6 +26,7 @@ raised to ERROR so those lines stay out of the user's way, while errors still co
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Iterator
@@ -30,6 +42,7 @@ if TYPE_CHECKING:
     from coremltools.models import MLModel
 
 __all__ = [
+    "ProgramReadError",
     "TensorInfo",
     "PackageInfo",
     "import_coremltools",
@@ -139,23 +152,119 @@ def open_package(path: str | os.PathLike[str]) -> MLModel:
     return model
 
 
+class ProgramReadError(ValueError):
+    """coremltools' MIL reader could not rebuild a saved package's program.
+
+    ``path`` names the package; ``reason`` is the reader's own error. The package itself need
+    not be faulty: coremltools' reader re-checks every op as it rebuilds it, and rejects some
+    packages that coremltools wrote and Core ML loads.
+    """
+
+    def __init__(self, path: Path, reason: BaseException) -> None:
+        self.path = path
+        self.reason = reason
+        ct = import_coremltools()
+        super().__init__(
+            f"coremltools' MIL reader (milproto.load, coremltools {ct.__version__}) could not "
+            f"rebuild the program of {str(path)!r}, even with its type checks relaxed: "
+            f"{type(reason).__name__}: {reason}. This says nothing against the package (Core ML "
+            "reads packages with its own parser); it is a limitation of the reader that "
+            "ane_lib.coreml.load_program uses"
+        )
+
+
 def load_program(path: str | os.PathLike[str]) -> Program:
     """Load the MIL program (ops and weights) of a saved ``.mlpackage``, on Linux or macOS.
 
     The returned ``coremltools.converters.mil.mil.Program`` has one function ``"main"`` whose
     inputs and outputs carry the package's declared names and shapes; constant weights are
-    materialised as numpy arrays on their ``const`` ops.
+    materialised as numpy arrays on their ``const`` ops. A package that coremltools' reader
+    rejects is read again with the reader's own re-checks relaxed (see the module's
+    documentation); :class:`ProgramReadError` when that fails too.
     """
     model = open_package(path)
     from coremltools.converters.mil.frontend.milproto import load as milproto_load
 
     spec = model.get_spec()
-    with quiet_coremltools():
-        return milproto_load.load(
-            spec,
-            specification_version=spec.specificationVersion,
-            file_weights_dir=model.weights_dir or "",
-        )
+
+    def read() -> Program:
+        with quiet_coremltools():
+            return milproto_load.load(
+                spec,
+                specification_version=spec.specificationVersion,
+                file_weights_dir=model.weights_dir or "",
+            )
+
+    try:
+        return read()
+    except Exception as strict_error:  # the reader's checks raise ValueError/AssertionError
+        try:
+            with _lenient_reader():
+                return read()
+        except Exception:
+            raise ProgramReadError(Path(path), strict_error) from strict_error
+
+
+@contextlib.contextmanager
+def _lenient_reader() -> Iterator[None]:
+    """Relax two re-checks of coremltools' MIL reader while it rebuilds a saved program.
+
+    - Type-domain agreement ("input X must have the same data type as input Y"): not enforced.
+    - An op whose type inference raises takes the output types the package declares for it.
+
+    Everything else (constness, allowed types, the declared-vs-inferred comparison the reader
+    itself makes) stays as it is. Patches coremltools' classes only inside the block.
+    """
+    from coremltools.converters.mil.frontend.milproto import load as milproto_load
+    from coremltools.converters.mil.frontend.milproto.helper import proto_to_types
+    from coremltools.converters.mil.mil.input_type import InputSpec
+    from coremltools.converters.mil.mil.operation import Operation
+
+    declared: list[Any] = []  # the output types of the op being read
+    original_load_op = milproto_load._load_operation
+    original_validate = InputSpec.validate_inputs
+    original_infer = Operation.type_value_inference
+
+    def load_op(context: Any, op_spec: Any) -> Any:
+        declared[:] = [proto_to_types(out.type) for out in op_spec.outputs]
+        try:
+            return original_load_op(context, op_spec)
+        finally:
+            declared.clear()
+
+    def validate(self: Any, op_name: str, op_type: str, candidate_kvs: Any) -> Any:
+        try:
+            return original_validate(self, op_name, op_type, candidate_kvs)
+        except ValueError as err:
+            if "must have the same data type" not in str(err):
+                raise
+        # the same checks on copies of the input types without their type-domain groups
+        relaxed = copy.copy(self)
+        relaxed._ordered_dict = {k: copy.copy(t) for k, t in self.input_types.items()}
+        for t in relaxed._ordered_dict.values():
+            if hasattr(t, "_type_domain_id"):
+                t._type_domain_id = None
+        return original_validate(relaxed, op_name, op_type, candidate_kvs)
+
+    def infer(self: Any, overwrite_output: bool = False) -> Any:
+        try:
+            return original_infer(self, overwrite_output)
+        except Exception:
+            if not declared or self._output_vars is not None:
+                raise
+            types = tuple(declared)
+            self.type_inference = lambda: types if len(types) > 1 else types[0]
+            return original_infer(self, overwrite_output)
+
+    milproto_load._load_operation = load_op
+    InputSpec.validate_inputs = validate
+    Operation.type_value_inference = infer
+    try:
+        yield
+    finally:
+        milproto_load._load_operation = original_load_op
+        InputSpec.validate_inputs = original_validate
+        Operation.type_value_inference = original_infer
 
 
 def _tensor_info(feature: Any, array_type_names: Any) -> TensorInfo:

@@ -9,11 +9,12 @@ the worst output. The measures and the comparison are shared with the Core AI ru
 
 Two comparisons answer two questions:
 
-- is the executor right? Export with ``precision="fp32"`` and verify with ``precision="fp32"``:
-  the package then holds the float32 weights and only the executor's arithmetic differs from
-  PyTorch (about 1e-6 relative).
-- what does deployment cost? Export in fp16 (the default) and verify with ``precision="fp16"``:
-  the executor keeps every value in fp16, as the Neural Engine does, against PyTorch in fp32.
+- is the executor right? Export with ``precision="fp32"`` and verify (the executor's default
+  mode, ``"declared"``, then stores every value in fp32, as the package declares): only the
+  executor's arithmetic differs from PyTorch (about 1e-6 relative).
+- what does deployment cost? Export in fp16 (the default) and verify: the package declares
+  fp16 throughout, so every value is stored in fp16, as on the Neural Engine
+  (``mode="neural_engine_fp16"`` forces that for any package), against PyTorch in fp32.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
-from ane_lib.coreml.precision import PRECISIONS, Precision
+from ane_lib._checks import check_nonnegative_int, check_positive_int
+from ane_lib.coreml.precision import Precision
 from ane_lib.coreml.program import PackageInfo, package_io
 from ane_lib.signature import TensorSpec
 from ane_lib.verification import Verification, compare, psnr
@@ -61,7 +62,8 @@ def verify(
     *,
     samples: int | None = None,
     seed: int = 0,
-    precision: Precision = "fp16",
+    mode: str | None = None,
+    precision: Precision | None = None,
     inputs: Iterable[torch.Tensor | Mapping[str, torch.Tensor]] | None = None,
 ) -> Verification:
     """Run the package at ``path`` with the reference executor and ``model`` in PyTorch on the
@@ -75,15 +77,17 @@ def verify(
         seed: random inputs use seeds ``seed, seed + 1, ...``: each draws every input as
             ``export`` recorded it (e.g. an image ``(1, 3, 256, 256)`` in ``[0, 1)``, as
             :func:`~ane_lib.coreml.example_input`; token ids in ``[0, vocab)``).
-        precision: the executor stores values in ``"fp16"`` (as the Neural Engine does) or
-            ``"fp32"``.
+        mode: how the executor stores values (default ``"declared"``: each in the type the
+            package declares; see :func:`ane_lib.coreml.run`).
+        precision: the earlier alias: ``"fp16"`` is ``mode="neural_engine_fp16"``,
+            ``"fp32"`` is ``mode="fp32_reference"``.
         inputs: a data set instead of random inputs: an iterable of samples, each a tensor
             (one-input package) or a mapping input name -> tensor of the declared shape.
 
     Float inputs that the package takes in fp16 are rounded to fp16 for both sides. Returns a
     :class:`Verification` with figures per output and for the worst output.
     """
-    from ane_lib.coreml.executor import run
+    from ane_lib.coreml.executor import resolve_mode, run
     from ane_lib.coreml.program import load_program
 
     if not isinstance(model, nn.Module):
@@ -92,21 +96,21 @@ def verify(
         raise ValueError("give either samples (random inputs) or inputs (a data set), not both")
     n_random = 2 if samples is None else check_positive_int("samples", samples)
     check_nonnegative_int("seed", seed)
-    check_choice("precision", precision, PRECISIONS)
+    mode = resolve_mode(mode, precision)
     info = package_io(path)
     specs = _recorded_specs(info)
     declared = {t.name: t.dtype for t in info.inputs}
     program = load_program(path)
     return compare(
         model,
-        lambda arrays: run(program, arrays, precision=precision),
+        lambda arrays: run(program, arrays, mode),
         specs,
         [t.name for t in info.outputs],
         samples=n_random,
         seed=seed,
         inputs=inputs,
         fp16_inputs=[name for name, dtype in declared.items() if dtype == "FLOAT16"],
-        precision=precision,
+        mode=mode,
         engine="executor",
         source=repr(str(path)),
     )

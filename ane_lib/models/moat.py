@@ -208,3 +208,14 @@ for _name, _variant in MOAT_VARIANTS.items():
         fixed=dataclasses.asdict(_variant),
         description=f"{_name} (Yang et al., 2022; deeplab2 moat.py)",
     )
+
+# Not a published variant: the reduced MOAT that chapter 9 trains on scikit-learn's 8x8 digits,
+# one block per stage, built for 32x32 inputs (the smallest MOAT accepts: its output stride is
+# 32) and ten classes, with global attention and a relative position bias on 2x2 and 1x1 maps.
+register_model(
+    "digits_moat",
+    MOATConfig,
+    fixed={"stem_sizes": (16, 16), "depths": (1, 1, 1, 1), "hidden_sizes": (32, 32, 64, 64)},
+    defaults={"image_size": (32, 32), "num_classes": 10, "pe": "rpe", "attention": "global"},
+    description="digits_moat: a reduced MOAT for scikit-learn's digits (chapter 9)",
+)

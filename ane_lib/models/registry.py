@@ -24,9 +24,10 @@ when :mod:`ane_lib.models` is imported (:mod:`ane_lib.models.moat`, :mod:`ane_li
 Worked example: adding models
 -----------------------------
 
-A new model of an existing family is one call. A small MOAT for 10 classes at 32 x 32, whose
-stem, depths and widths are fixed by its name and whose image size and class count are its own
-defaults (a caller may still change those)::
+A new model of an existing family is one call. Chapter 9's small MOAT for 10 classes at
+32 x 32, whose stem, depths and widths are fixed by its name and whose image size and class
+count are its own defaults (a caller may still change those), is registered this way in
+:mod:`ane_lib.models.moat` (with a relative position bias and global attention as defaults too)::
 
     from ane_lib.models import MOATConfig, create_model, register_model, to_ane
 
@@ -34,9 +35,10 @@ defaults (a caller may still change those)::
         "digits_moat",
         MOATConfig,
         fixed={"stem_sizes": (16, 16), "depths": (1, 1, 1, 1),
-               "hidden_sizes": (16, 32, 64, 64)},
-        defaults={"image_size": 32, "num_classes": 10},
-        description="a MOAT small enough to train on the 8 x 8 digits (upsampled to 32 x 32)",
+               "hidden_sizes": (32, 32, 64, 64)},
+        defaults={"image_size": (32, 32), "num_classes": 10, "pe": "rpe",
+                  "attention": "global"},
+        description="digits_moat: a reduced MOAT for scikit-learn's digits (chapter 9)",
     )
     model = create_model("digits_moat", pe="lepe")   # image_size=32, num_classes=10
     ane = to_ane(model)                               # the family's conversion
