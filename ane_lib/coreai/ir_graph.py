@@ -40,7 +40,14 @@ from ane_lib._checks import check_choice
 from ane_lib.ane_rules.graph import Graph, Op, Value, WeightSummary
 from ane_lib.ane_rules.module_paths import ModulePaths
 
-__all__ = ["BACKEND", "COMPOSITE_MODES", "OP_TYPES", "CompositeMode", "program_graph"]
+__all__ = [
+    "BACKEND",
+    "COMPOSITE_MODES",
+    "DECOMPRESSION_OPS",
+    "OP_TYPES",
+    "CompositeMode",
+    "program_graph",
+]
 
 BACKEND = "Core AI program"
 
@@ -75,6 +82,20 @@ OP_TYPES: dict[str, str] = {
     "interpolate": "resize_interpolate",
     "scaled_dot_product_attention": "scaled_dot_product_attention",
 }
+
+#: Ops that expand compressed weights (coreai-opt's palettization, quantization, sparsity).
+#: With constant operands only, their results are weights, not activations, as the results of
+#: MIL's ``constexpr_*`` ops are.
+DECOMPRESSION_OPS: frozenset[str] = frozenset(
+    {
+        "lut_to_dense",
+        "lut_to_sparse_with_bitmask",
+        "sparse_with_bitmask_to_dense",
+        "dequantize",
+        "blockwise_shift_scale",
+        "build_sparse_with_bitmask",
+    }
+)
 
 #: Operand name (of the generated op classes) -> the rules' attribute name.
 _ATTRIBUTES: dict[str, str] = {
@@ -217,7 +238,7 @@ class _Walk:
         self.constants[result] = data
         self.const_count += 1
         count = math.prod(int(d) for d in shape if isinstance(d, int)) if shape else 1
-        nbytes = -(-count * max(bits, 8) // 8)
+        nbytes = -(-count * (bits or 8) // 8)  # sub-byte types (uint4 indices) packed
         is_float = dtype.startswith(("fp", "bfloat"))
         if shape and (is_float or bits <= 8):
             self.weight_bytes += nbytes
@@ -266,6 +287,13 @@ class _Walk:
                 continue
             if name == "coreai.output":
                 returned = list(op.operands)
+                continue
+            if name.removeprefix("coreai.") in DECOMPRESSION_OPS and all(
+                v in self.constants for v in op.operands
+            ):  # expands compressed weights: part of the weights, as MIL's constexpr ops
+                for result in op.results:
+                    self.constants[result] = None
+                    self.value(result, "const")
                 continue
             if name == "coreai.invoke" and self.composites == "inline":
                 self.inline(op, boundary, prefix)
