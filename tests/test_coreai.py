@@ -372,3 +372,46 @@ def test_cli_export_report_verify(tmp_path: Path, capsys: pytest.CaptureFixture[
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["engine"] == "Core AI runtime" and verdict["passed"] is True
     assert main(["report", str(tmp_path / "none.aimodel")]) == 2
+
+
+# --------------------------------------------------------------------------- compression
+
+
+@needs_coreai
+def test_compress_linear_and_palettize(tmp_path: Path) -> None:
+    """A 1x1 conv fed one-hot columns returns its own weight matrix, so the runtime's output
+    is the weight as the compressed program expands it: on a per-channel int8 grid for
+    ``linear``, at most 16 values for 4-bit palettization."""
+    from ane_lib.coreai.compress import asset_bytes, compress
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 1, bias=False).eval()
+    weight = conv.weight.detach()[:, :, 0, 0].numpy()  # (C_out, C_in)
+    src = coreai.export(conv, (1, 64, 1, 64), tmp_path / "w.aimodel", precision="fp32")
+    eye = {"image": np.eye(64, dtype=np.float32)[None, :, None, :]}  # (1, C_in, 1, C_in)
+    np.testing.assert_allclose(coreai.run(src, eye)["logits"][0, :, 0, :], weight, atol=1e-6)
+
+    int8 = compress(src, tmp_path / "w8.aimodel", "linear")
+    expanded = coreai.run(int8, eye)["logits"][0, :, 0, :]
+    scale = np.abs(weight).max(axis=1, keepdims=True) / 127
+    steps = expanded / scale
+    assert np.abs(steps - np.round(steps)).max() < 1e-3  # on the grid of its channel
+    assert np.all(np.abs(expanded - weight) <= scale / 2 + 1e-7)
+    assert asset_bytes(int8) < asset_bytes(src) / 2
+    assert coreai.read_export_metadata(int8)["compression"]["nbits"] == 8
+    assert coreai.read_module_paths(int8) is not None
+
+    lut4 = compress(src, tmp_path / "p4.aimodel", "palettize", nbits=4)
+    values = coreai.run(lut4, eye)["logits"][0, :, 0, :]
+    assert len(np.unique(values)) <= 16 and np.abs(values - weight).max() < 0.1
+    report = coreai.report(lut4)
+    assert report.weight_bytes < 64 * 64 * 4 / 4  # 4-bit indices and a table, not fp32
+
+    with pytest.raises(ValueError, match="nbits"):
+        compress(src, tmp_path / "x.aimodel", "palettize")
+    with pytest.raises(ValueError, match="method"):
+        compress(src, tmp_path / "x.aimodel", "prune")
+    with pytest.raises(FileExistsError):
+        compress(src, int8, "linear")
+    with pytest.raises(ValueError, match="differ"):
+        compress(src, src, "linear", overwrite=True)

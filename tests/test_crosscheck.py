@@ -49,3 +49,30 @@ def test_agreement_catches_a_different_model(tmp_path: Path) -> None:
     assert runtimes_agree(package, other, images).max_rel_error > 0.1
     with pytest.raises(ValueError, match="no sample"):
         runtimes_agree(package, same, [])
+
+
+def test_trained_digits_moat_every_test_image(tmp_path: Path) -> None:
+    """Chapter 9's trained digits MOAT (from the library's cache): the fp32 programs of both
+    stacks pick the same class on every test image; the fp16 programs of both stacks agree with
+    PyTorch fp32 on every test image, at a PSNR well above 40 dB."""
+    from ane_lib.data import load_digits_split
+    from ane_lib.models import to_ane
+    from ane_lib.training import train_digits_moat
+
+    data = load_digits_split()
+    model = to_ane(train_digits_moat(data=data, progress=False).model).eval()
+    shape = (1, *data.x_test.shape[1:])
+    images = [data.x_test[i : i + 1] for i in range(len(data.x_test))]
+    package = coreml.export(model, shape, tmp_path / "d.mlpackage", precision="fp32")
+    program = coreai.export(model, shape, tmp_path / "d.aimodel", precision="fp32")
+    agreement = runtimes_agree(package, program, images)
+    assert agreement.samples == len(images) == 360
+    assert agreement.top1_same == 360 and agreement.max_rel_error <= 1e-5
+    fp16_ml = coreml.verify(
+        coreml.export(model, shape, tmp_path / "h.mlpackage"), model, inputs=images
+    )
+    fp16_ai = coreai.verify(
+        coreai.export(model, shape, tmp_path / "h.aimodel"), model, inputs=images
+    )
+    for check in (fp16_ml, fp16_ai):
+        assert check.samples == 360 and check.top1_agreement == 1.0 and check.psnr_db > 50

@@ -6,7 +6,8 @@ verification measures and the Neural Engine rule table (:mod:`ane_lib.ane_rules`
 - :func:`export` writes a Core AI program (``.aimodel``, fp16 by default) with coreai-torch;
 - :func:`run` / :class:`Session` execute it with coreai-core's runtime (CPU on Linux);
 - :func:`verify` compares it with the PyTorch model (PSNR, errors, top-1 agreement);
-- :func:`report` applies the Neural Engine rules to its ops, shapes and dtypes.
+- :func:`report` applies the Neural Engine rules to its ops, shapes and dtypes;
+- :func:`compress` quantizes or palettizes its weights with coreai-opt.
 
 Needs the ``[coreai]`` extra, whose wheels exist for CPython 3.11 on Linux x86_64 (glibc >= 2.34)
 and on macOS 26+ on Apple silicon. Importing this package always works; its functions raise
@@ -16,6 +17,7 @@ Linux the runtime runs on the CPU.
 """
 
 from ane_lib.coreai._sdk import CoreAIUnavailableError, available, unavailable_reason
+from ane_lib.coreai.compress import asset_bytes, compress
 from ane_lib.coreai.export import (
     PRECISIONS,
     CoreAIExportError,
@@ -36,7 +38,9 @@ __all__ = [
     "FunctionSignature",
     "Precision",
     "Session",
+    "asset_bytes",
     "available",
+    "compress",
     "export",
     "read_export_metadata",
     "Verification",
