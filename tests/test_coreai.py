@@ -241,6 +241,12 @@ def test_run_checks_and_casts_inputs(fp32_program: Path, tmp_path: Path) -> None
     path16 = coreai.export(_conv_net(), (1, 3, 16, 16), tmp_path / "n16.aimodel")
     with pytest.raises(ValueError, match="float16"):
         coreai.run(path16, {"image": x * 1e6})
+    batch = np.random.default_rng(1).random((3, 3, 16, 16)).astype(np.float32)
+    logits = coreai.run_dataset(fp32_program, batch)
+    want = _conv_net()(torch.as_tensor(batch)).detach().numpy()
+    assert logits.shape == (3, 10) and np.allclose(logits, want, atol=1e-5)
+    with pytest.raises(ValueError, match="samples must have shape"):
+        coreai.run_dataset(fp32_program, batch[:, :2])
     with coreai.Session(path16) as session:
         out = [session({"image": x})["logits"] for _ in range(2)]
         assert out[0].dtype == np.float16 and np.array_equal(out[0], out[1])

@@ -27,7 +27,7 @@ from ane_lib.coreai.export import (
     read_module_paths,
 )
 from ane_lib.coreai.report import report
-from ane_lib.coreai.runtime import FunctionSignature, Session, run, signature
+from ane_lib.coreai.runtime import FunctionSignature, Session, run, run_dataset, signature
 from ane_lib.coreai.verification import verify
 from ane_lib.verification import Verification
 
@@ -47,6 +47,7 @@ __all__ = [
     "read_module_paths",
     "report",
     "run",
+    "run_dataset",
     "signature",
     "unavailable_reason",
     "verify",

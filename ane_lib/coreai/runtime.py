@@ -34,7 +34,7 @@ import numpy as np
 from ane_lib.coreai._sdk import import_coreai, quiet
 from ane_lib.coreai.export import check_asset_path
 
-__all__ = ["FunctionSignature", "Session", "run", "signature"]
+__all__ = ["FunctionSignature", "Session", "run", "run_dataset", "signature"]
 
 _FLOAT_KINDS = "f"
 _INT_KINDS = "iub"
@@ -282,3 +282,31 @@ def _parse_type(text: str) -> tuple[tuple[int, ...], str]:
     kind, _, dims = inner.partition(",")
     shape = tuple(int(d) if d.strip().isdigit() else -1 for d in dims.split("×") if d.strip())
     return shape, _DTYPES.get(kind.strip(), kind.strip().lower())
+
+
+def run_dataset(path: str | os.PathLike[str], samples: Any) -> np.ndarray:
+    """The program's output for every sample, one at a time, as an app feeds a batch-1 model:
+    ``samples: (N, *shape) -> (N, *out_shape)``, float32.
+
+    The program must have one input of shape ``(1, *shape)`` and one output (as for
+    :func:`ane_lib.coreml.run_dataset`); it is loaded once (:class:`Session`).
+    """
+    if hasattr(samples, "detach"):
+        samples = samples.detach().cpu().numpy()
+    samples = np.asarray(samples)
+    with Session(path) as session:
+        inputs, outputs = session.signature.inputs, session.signature.outputs
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                f"the program must have one input and one output, has {list(inputs)} -> "
+                f"{list(outputs)}"
+            )
+        (name, (shape, _)), (output,) = next(iter(inputs.items())), list(outputs)
+        if tuple(shape) != (1, *samples.shape[1:]) or len(samples) == 0:
+            raise ValueError(
+                f"samples must have shape (N, {', '.join(str(d) for d in shape[1:])}) with "
+                f"N >= 1 for the program's input {name!r} of shape {tuple(shape)}, got "
+                f"{samples.shape}"
+            )
+        results = [session({name: x[None]})[output] for x in samples]
+    return np.concatenate(results).astype(np.float32)
