@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
-from ane_lib._warnings import IMPORT_NOISE_LOGGERS, quiet_loggers
+from ane_lib._warnings import IMPORT_NOISE_LOGGERS, quiet_library_warnings, quiet_loggers
 from ane_lib.coreai._platform import unsupported_reason
 
 __all__ = [
@@ -111,6 +111,27 @@ def _fd_captured(fd: int) -> Iterator[io.StringIO]:
 
 
 @contextlib.contextmanager
+def _rich_captured(sink: io.StringIO) -> Iterator[None]:
+    """Point rich's global console (the converter's banner and progress bars) at ``sink``.
+
+    In Jupyter, rich writes through IPython's display rather than ``sys.stdout``, so
+    redirecting stdout alone would not catch it.
+    """
+    try:
+        import rich
+        from rich.console import Console
+    except ImportError:  # coreai-torch not installed: nothing to capture
+        yield
+        return
+    saved = getattr(rich, "_console", None)
+    rich._console = Console(file=sink, force_jupyter=False, force_terminal=False)
+    try:
+        yield
+    finally:
+        rich._console = saved
+
+
+@contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence Core AI's and its dependencies' messages (see the module docstring).
 
@@ -124,12 +145,12 @@ def quiet() -> Iterator[None]:
             _fd_captured(2) as native,
             contextlib.redirect_stdout(out),
             contextlib.redirect_stderr(err),
+            _rich_captured(out),
             quiet_loggers(*IMPORT_NOISE_LOGGERS),
+            quiet_library_warnings("coreai_torch", "coreai", "coreai_opt", "torchao"),
         ):
             warnings.filterwarnings("ignore", message="coreai-torch has only been validated")
             warnings.filterwarnings("ignore", message=".*is an Enum subclass.*")
-            warnings.filterwarnings("ignore", module="torchao")
-            warnings.filterwarnings("ignore", module="coreai_opt")
             yield
     except BaseException as error:
         printed = "\n".join(s.getvalue().strip() for s in (out, err, native) if s.getvalue())
