@@ -18,9 +18,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ModulePaths", "node_modules", "node_location", "candidate_node_names"]
+__all__ = [
+    "ModulePaths",
+    "candidate_node_names",
+    "node_location",
+    "node_modules",
+    "read_module_paths_file",
+]
 
 FORMAT_VERSION = 1
 
@@ -163,3 +170,17 @@ def node_location(exported_program: Any, node_name: str) -> tuple[str | None, st
                 source = f"{lines[-1]}  [{where}]"
         return layer, source
     return None, None
+
+
+def read_module_paths_file(target: Path) -> ModulePaths | None:
+    """The module paths stored in the JSON file ``target`` (as :meth:`ModulePaths.to_json`
+    wrote them), or None if there is no such file.
+
+    Raises ValueError naming the file when it exists but cannot be read.
+    """
+    if not target.is_file():
+        return None
+    try:
+        return ModulePaths.from_json(target.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(target)!r} could not be read: {err}") from err

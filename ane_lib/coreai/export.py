@@ -40,7 +40,12 @@ from torch import nn
 from ane_lib._checks import check_choice, check_nonnegative_int
 from ane_lib._files import check_destination, staged_folder
 from ane_lib._warnings import quiet_library_warnings
-from ane_lib.ane_rules.module_paths import ModulePaths, node_location, node_modules
+from ane_lib.ane_rules.module_paths import (
+    ModulePaths,
+    node_location,
+    node_modules,
+    read_module_paths_file,
+)
 from ane_lib.coreai._sdk import import_coreai, quiet
 from ane_lib.signature import (
     InputCasts,
@@ -389,10 +394,4 @@ def read_module_paths(path: str | os.PathLike[str]) -> ModulePaths | None:
 
     Raises ValueError naming the file when it exists but cannot be read.
     """
-    target = check_asset_path(path) / MODULE_PATHS_FILE
-    if not target.is_file():
-        return None
-    try:
-        return ModulePaths.from_json(target.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{str(target)!r} could not be read: {err}") from err
+    return read_module_paths_file(check_asset_path(path) / MODULE_PATHS_FILE)
