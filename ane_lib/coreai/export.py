@@ -231,7 +231,8 @@ def export(
     casts = {n: spec.dtype for n, spec in specs.items() if spec.dtype != spec.package_torch_dtype}
     if precision == "fp16":
         # a copy: the user's model keeps its dtype; int64/bool inputs still cast back inside
-        exported_model = copy.deepcopy(model).half()
+        with quiet_library_warnings():  # copying torch's pytree specs warns (torch 2.13)
+            exported_model = copy.deepcopy(model).half()
         fed = _half_inputs(examples, specs)
     else:
         exported_model = model
