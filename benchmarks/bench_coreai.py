@@ -97,11 +97,13 @@ def measure(
 
 def digits_rows(folder: Path) -> dict[str, Any]:
     """Chapter 9's trained digits MOAT on both stacks in fp32, every test image."""
+    from ane_lib.data import load_digits_split
+    from ane_lib.models import to_ane
     from ane_lib.training import train_digits_moat
 
-    trained = train_digits_moat(progress=False)
-    model = trained.model.eval()
-    x_test, y_test = trained.data.x_test, trained.data.y_test
+    data = load_digits_split()
+    model = to_ane(train_digits_moat(data=data, progress=False).model).eval()
+    x_test, y_test = data.x_test, data.y_test
     shape = (1, *x_test.shape[1:])
     package = coreml.export(model, shape, folder / "digits.mlpackage", precision="fp32")
     program = coreai.export(model, shape, folder / "digits.aimodel", precision="fp32")
