@@ -1,8 +1,8 @@
 """One model, two Apple stacks side by side: Core ML (run by this project's executor) and
 Core AI (run by Apple's own runtime), both on this machine's CPU.
 
-    .venv/bin/python benchmarks/bench_coreai.py [--images 2] [--image-size 256] [--json]
-                                                [--digits] [--keep DIR]
+    .venv/bin/python benchmarks/bench_coreai.py [--images 2] [--image-size 256] [--window 8]
+                                                [--json] [--digits] [--keep DIR]
 
 For tiny-MOAT-1 (ANE form, local 8x8 windows, LePE; seeded weights), exported in fp16 and in
 fp32 to both stacks, it prints per stack and precision:
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2, help="images per measurement (2)")
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--window", type=int, default=8, help="local attention window (8)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--digits", action="store_true", help="add chapter 9's digits MOAT")
     parser.add_argument("--keep", type=Path, help="folder to keep the programs in")
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         form="ane",
         pe="lepe",
         attention="local",
-        window=8,
+        window=args.window,
         image_size=args.image_size,
     ).eval()
     shape = (1, 3, args.image_size, args.image_size)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[f"{stack} {precision}"] = measure(stack, precision, model, images, folder)
     agreement = runtimes_agree(rows["coreml fp32"]["path"], rows["coreai fp32"]["path"], images)
     figures: dict[str, Any] = {
-        "model": f"tiny_moat_1 ane lepe local 8x8 @{args.image_size}",
+        "model": f"tiny_moat_1 ane lepe local {args.window}x{args.window} @{args.image_size}",
         "images": args.images,
         "stacks": rows,
         "fp32 Core AI runtime vs executor": {
