@@ -29,6 +29,7 @@ import contextlib
 import copy
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,10 @@ def import_coremltools() -> ModuleType:
     Raises ImportError with an install hint when coremltools is missing (it is the optional
     ``coreml`` extra of ``ane-lib``).
     """
-    with quiet_coremltools(), quiet_loggers(*IMPORT_NOISE_LOGGERS):
+    with quiet_coremltools(), quiet_loggers(*IMPORT_NOISE_LOGGERS), warnings.catch_warnings():
+        # coremltools imports transformers where it is installed, which imports tqdm.auto; in a
+        # notebook without ipywidgets, that import warns "IProgress not found"
+        warnings.filterwarnings("ignore", message="IProgress not found")
         try:
             import coremltools as ct
             import coremltools.converters.mil.frontend.milproto.load  # noqa: F401
