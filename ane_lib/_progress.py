@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ane_lib._optional import import_optional
+
 __all__ = ["LatestLine", "in_notebook", "progress_bar"]
 
 _LINE_BREAK = re.compile(r"[\r\n]")
@@ -68,13 +70,9 @@ def progress_bar(total: int, *, desc: str, width: int = 79) -> Any:
     """A tqdm bar over ``total`` steps, at most ``width`` characters wide; on stderr, or in one
     updating output inside a notebook. Raises ImportError naming the ``train`` extra when tqdm
     is missing."""
-    try:
-        from tqdm import tqdm
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the progress bar needs tqdm; install it with `pip install 'ane-lib[train]'` or "
-            "pass progress=False"
-        ) from err
+    tqdm = import_optional(
+        "tqdm", extra="train", needed_for="the progress bar (or pass progress=False)"
+    ).tqdm
     stream = LatestLine(_display_line()) if in_notebook() else None
     return tqdm(
         total=total,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ane_lib._checks import check_nonnegative_int, check_positive_int
+from ane_lib._optional import import_optional
 
 __all__ = ["DigitsSplit", "load_digits_split", "upsample"]
 
@@ -63,15 +64,10 @@ class DigitsSplit:
 
 
 def _import_sklearn() -> Any:
-    try:
-        import sklearn.datasets
-        import sklearn.model_selection
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits data set comes with scikit-learn; install it with "
-            "`pip install 'ane-lib[train]'`"
-        ) from err
-    return sklearn
+    """scikit-learn, with its ``datasets`` and ``model_selection`` submodules loaded."""
+    for module in ("sklearn.datasets", "sklearn.model_selection"):
+        import_optional(module, extra="train", needed_for="the digits data set")
+    return import_optional("sklearn", extra="train", needed_for="the digits data set")
 
 
 def upsample(images: np.ndarray, image_size: int) -> torch.Tensor:

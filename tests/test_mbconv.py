@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,6 +100,21 @@ def test_training_mode_forward_and_backward_agree() -> None:
         torch.testing.assert_close(p_ane.grad, p.grad, rtol=0, atol=1e-10, msg=name)
     # batch statistics were updated identically
     torch.testing.assert_close(ane.pre_norm.running_mean, standard.pre_norm.running_mean)
+
+
+def test_flat_block_exports_with_its_depthwise_norm_folded(tmp_path: Path) -> None:
+    """The depthwise batch norm runs on the grid, right after its conv, so coremltools folds it
+    into the conv: the one batch_norm op left is the pre-norm (before a conv, which the converter
+    does not fold), and the only layout ops are the two reshapes around the grid."""
+    from ane_lib.coreml import export, report
+
+    block = MBConvBlockANE(8, 8, input_size=(4, 4), in_flat=True, out_flat=True).eval()
+    randomize(block, 0)
+    rep = report(export(block, (1, 8, 1, 16), tmp_path / "block.mlpackage"))
+    norms = [o.module for o in rep.ops if o.op_type == "batch_norm"]
+    assert norms == ["pre_norm"]
+    assert rep.op_histogram["conv"] == 5  # expand, depthwise (+ its norm), SE x 2, shrink
+    assert rep.layout_ops == 2
 
 
 def test_squeeze_excitation_gates_channels() -> None:

@@ -152,7 +152,7 @@ def test_reparameterize_a_sequential_model() -> None:
 
 @pytest.mark.parametrize("flat", [False, True])
 def test_reparameterize_folds_every_batch_norm_of_an_mbconv(flat: bool) -> None:
-    """Pre-norm -> 1x1 conv, conv -> BN, and depthwise conv -> reshape to (B, C, 1, S) -> BN."""
+    """Pre-norm -> 1x1 conv and conv -> BN twice, in the grid and in the flat layout."""
     block: nn.Module
     if flat:
         block = MBConvBlockANE(4, 8, input_size=8, stride=2, in_flat=True, out_flat=True)
@@ -166,6 +166,33 @@ def test_reparameterize_folds_every_batch_norm_of_an_mbconv(flat: bool) -> None:
     assert count(folded, nn.BatchNorm2d) == 0
     with torch.no_grad():
         close(folded(x), block(x))
+
+
+class ConvReshapeNorm(nn.Module):
+    """Depthwise conv on the grid -> reshape -> BN. ``mix=False`` reshapes to the flat
+    ``(B, C, 1, H*W)``, keeping the batch and channel axes; ``mix=True`` to
+    ``(B, C / 2, 1, 2*H*W)``, which changes what a channel is: that BN must stay."""
+
+    def __init__(self, mix: bool) -> None:
+        super().__init__()
+        self.mix = mix
+        self.conv = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.bn = nn.BatchNorm2d(2 if mix else 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)  # (B, 4, H, W)
+        channels = 2 if self.mix else 4
+        return self.bn(y.reshape(y.shape[0], channels, 1, -1))
+
+
+@pytest.mark.parametrize("mix", [False, True])
+def test_reparameterize_folds_through_channel_keeping_reshapes_only(mix: bool) -> None:
+    model = randomize(ConvReshapeNorm(mix), 0)
+    x = torch.randn(2, 4, 5, 6, dtype=D, generator=gen(1))
+    folded = reparameterize(model, x)
+    assert count(folded, nn.BatchNorm2d) == (1 if mix else 0)
+    with torch.no_grad():
+        close(folded(x), model(x))
 
 
 class Residual(nn.Module):

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ane_lib._optional import import_optional
 from ane_lib.functional.attention import ane_key_padding_mask
 from ane_lib.models._encoder_weights import (
     UnsupportedModuleError,
@@ -65,14 +66,7 @@ _OUTPUT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
 
 def import_transformers() -> ModuleType:
     """Import ``transformers``, or raise ImportError saying which extra installs it."""
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Hugging Face models need the transformers package; install it with "
-            "`pip install 'ane-lib[hf]'`"
-        ) from err
-    return transformers
+    return import_optional("transformers", extra="hf", needed_for="Hugging Face models")
 
 
 def _modeling() -> ModuleType:

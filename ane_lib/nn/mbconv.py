@@ -182,8 +182,9 @@ class MBConvBlockANE(MBConvBlock):
         in_flat: the input is ``(B, I, 1, H*W)`` instead of ``(B, I, H, W)``.
         out_flat: return ``(B, O, 1, H'*W')`` instead of ``(B, O, H', W')``, ``H' = H / s``.
 
-    Only the depthwise convolution and the shortcut's pooling see the ``(H, W)`` grid; the
-    reshapes around them are the only layout ops of the block.
+    Only the depthwise convolution (with its batch norm, which the converter folds into it) and
+    the shortcut's pooling see the ``(H, W)`` grid; the reshapes around them are the only layout
+    ops of the block.
     """
 
     def __init__(
@@ -235,6 +236,16 @@ class MBConvBlockANE(MBConvBlock):
             return x
         return self._out_layout(self._grid(x, self.in_flat, self.input_size))
 
+    def _depthwise(self, r: torch.Tensor) -> torch.Tensor:
+        """The depthwise convolution and its batch norm, the residual's only step on the grid:
+        ``(B, E, H, W)`` (or ``(B, E, 1, H*W)``) -> ``(B, E, H', W')`` (or flat), ``E = e*O``."""
+        r = self.depthwise_conv(self._grid(r, self.in_flat, self.input_size))
+        # The batch norm goes on the grid, before the reshape to flat: there it directly follows
+        # its convolution, which coremltools folds it into (its fold pass does not look through
+        # a reshape). Per channel, it commutes with the reshape, in training mode too (each
+        # channel's batch statistics see the same values). GELU stays on the unpadded flat side.
+        return self._out_layout(self.depthwise_norm(r))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: ``(B, I, H, W)`` (or ``(B, I, 1, H*W)``) -> ``(B, O, H', W')`` (or flat)."""
         self._check_input(x)
@@ -245,8 +256,7 @@ class MBConvBlockANE(MBConvBlock):
         if self.shortcut_conv is not None:
             shortcut = self.shortcut_conv(shortcut)
         r = F.gelu(self.expand_norm(self.expand_conv(self.pre_norm(x))))
-        r = self.depthwise_conv(self._grid(r, self.in_flat, self.input_size))
-        r = F.gelu(self.depthwise_norm(self._out_layout(r)))
+        r = F.gelu(self._depthwise(r))
         if self.se is not None:
             r = self.se(r)
         return shortcut + self.shrink_conv(r)
