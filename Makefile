@@ -59,13 +59,17 @@ help:
 
 # --- environment -----------------------------------------------------------------------------
 # Rebuilt only when constraints.txt or pyproject.toml change, so a second `make book` skips it.
+# The [coreai] extra only where Apple publishes its wheels (ane_lib/coreai/_platform.py says).
 $(STAMP): constraints.txt pyproject.toml
 	@echo "==> setting up $(VENV) with the versions pinned in constraints.txt"
 	@test -x $(VPY) || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(VPY) scripts/install_torch.py --constraints constraints.txt \
 	  $(if $(PIP_TORCH_INDEX),--index-url $(PIP_TORCH_INDEX))
-	$(VPY) -m pip install -e '.[book,dev,coreml,hf,train]' -c constraints.txt
+	@extras='book,dev,coreml,hf,train'; \
+	if $(VPY) ane_lib/coreai/_platform.py; then extras="$$extras,coreai"; fi; \
+	echo "$(VPY) -m pip install -e '.[$$extras]' -c constraints.txt"; \
+	$(VPY) -m pip install -e ".[$$extras]" -c constraints.txt
 	@touch $@
 
 venv: $(STAMP)

@@ -2,10 +2,15 @@
 
     ane-lib export tiny_moat_1 --image-size 256 --pe lepe --attention local --window 8 \\
         -o tiny_moat_1.mlpackage [--form standard] [--overwrite]
+    ane-lib export tiny_moat_1 --target coreai -o tiny_moat_1.aimodel
     ane-lib report tiny_moat_1.mlpackage [--json] [--fail-on error|warning|cost] [--top N]
     ane-lib verify tiny_moat_1.mlpackage [--model tiny_moat_1 ...] [--seed N]
     ane-lib verify text.mlpackage --model my_project.models:build_model
     ane-lib verify swin.mlpackage --model "ane_lib.zoo:build('swin_tiny', tiny=True)"
+
+Targets: ``export --target coreml`` (the default) writes a Core ML package (``.mlpackage``),
+``--target coreai`` a Core AI program (``.aimodel``, needs the ``[coreai]`` extra); ``report``
+and ``verify`` take either, by its suffix (a Core AI program is run by Apple's runtime).
 
 Exit status: 0 success, 1 a check failed (verification below threshold, a rule of the report at
 ``--fail-on`` severity or worse, a conversion failure), 2 bad usage or bad input. Errors are one
@@ -59,6 +64,14 @@ class UsageError(Exception):
 
 class CheckFailedError(Exception):
     """A conversion or a check failed: reported in one line, exit status 1."""
+
+
+#: Export targets: the library that writes each and the suffix of what it writes.
+TARGETS = {"coreml": ".mlpackage", "coreai": ".aimodel"}
+
+
+def _is_coreai(path: Path) -> bool:
+    return path.suffix == TARGETS["coreai"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,12 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(exp, for_verify=False)
     exp.add_argument("--image-size", type=int, default=256, help="input height = width (256)")
     exp.add_argument("--batch", type=int, default=1, help="batch size baked into the package (1)")
-    exp.add_argument("-o", "--output", type=Path, required=True, help="destination .mlpackage")
+    exp.add_argument(
+        "--target",
+        choices=tuple(TARGETS),
+        default="coreml",
+        help="coreml: a Core ML .mlpackage (default); coreai: a Core AI .aimodel",
+    )
+    exp.add_argument(
+        "-o", "--output", type=Path, required=True, help="destination .mlpackage or .aimodel"
+    )
     exp.add_argument("--overwrite", action="store_true", help="replace an existing package")
     exp.add_argument("--quiet", action="store_true", help="no progress lines")
 
     rep = sub.add_parser("report", help="check a package against the Neural Engine's rules")
-    rep.add_argument("path", type=Path, help="a saved .mlpackage")
+    rep.add_argument("path", type=Path, help="a saved .mlpackage or .aimodel")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.add_argument(
         "--fail-on",
@@ -148,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--top", type=int, default=10, help="rows of the worst-ops table (10)")
 
     ver = sub.add_parser("verify", help="run a package and its PyTorch model on the same inputs")
-    ver.add_argument("path", type=Path, help="a saved .mlpackage")
+    ver.add_argument("path", type=Path, help="a saved .mlpackage or .aimodel")
     ver.add_argument(
         "--model",
         help=f"model name, one of: {names} (default: as recorded in the package), or "
@@ -163,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "--mode",
         help="how the executor stores float values: declared (default: as the package types "
-        "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32)",
+        "each one), neural_engine_fp16 (all fp16), fp32_reference (all fp32); a .aimodel "
+        "runs in Apple's runtime, in the precision it was exported in",
     )
     ver.add_argument(
         "--precision",
@@ -285,12 +307,19 @@ def _check_ints(args: argparse.Namespace, names: Sequence[str]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ane_lib.coreml.export import ExportError, export
+    from ane_lib.coreai import CoreAIExportError
+    from ane_lib.coreai import export as export_coreai
+    from ane_lib.coreml.export import ExportError
+    from ane_lib.coreml.export import export as export_coreml
 
     _check_ints(args, ("window", "num_classes", "image_size", "batch", "seed"))
     output: Path = args.output
-    if output.suffix != ".mlpackage":
-        raise UsageError(f"-o/--output must end in .mlpackage, got {str(output)!r}")
+    suffix = TARGETS[args.target]
+    if output.suffix != suffix:
+        raise UsageError(
+            f"-o/--output must end in {suffix} for --target {args.target}, got {str(output)!r}"
+        )
+    export = export_coreai if args.target == "coreai" else export_coreml
     if output.exists() and not args.overwrite:
         raise UsageError(f"{str(output)!r} already exists; add --overwrite to replace it")
     options = {"form": DEFAULT_EXPORT_FORM, **_given_options(args)}
@@ -310,9 +339,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
             metadata={"create_options": options, "weights": weights},
             progress=not args.quiet,
         )
-    except ExportError as err:
+    except (ExportError, CoreAIExportError) as err:
         raise CheckFailedError(str(err)) from err
-    except (ValueError, TypeError, FileExistsError) as err:
+    except (ValueError, TypeError, FileExistsError, ImportError) as err:
         raise UsageError(str(err)) from err
     print(path)
     return EXIT_OK
@@ -320,10 +349,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     """Print the report; exit 1 when a rule of severity ``--fail-on`` or worse fires."""
-    from ane_lib.coreml.report import report
+    from ane_lib.coreai.report import report as report_coreai
+    from ane_lib.coreml.report import report as report_coreml
 
     _check_ints(args, ("top",))
-    rep = report(_existing_package(args.path))
+    path = _existing_package(args.path)
+    try:
+        rep = report_coreai(path) if _is_coreai(path) else report_coreml(path)
+    except ImportError as err:
+        raise UsageError(str(err)) from err
     if args.json:
         print(json.dumps(rep.to_dict(top=args.top), indent=2, sort_keys=True, default=str))
     else:
@@ -332,10 +366,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _existing_package(path: Path) -> Path:
+    from ane_lib.coreai.export import check_asset_path
     from ane_lib.coreml.program import open_package
 
     try:
-        open_package(path)
+        if _is_coreai(path):
+            check_asset_path(path)
+        else:
+            open_package(path)
     except ValueError as err:
         raise UsageError(str(err)) from err
     return path
@@ -353,6 +391,8 @@ def _recorded(meta: dict[str, Any], path: Path) -> tuple[str | None, dict[str, A
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from ane_lib.coreai import read_export_metadata as read_coreai_metadata
+    from ane_lib.coreai import verify as verify_coreai
     from ane_lib.coreml.export import read_export_metadata
     from ane_lib.coreml.verification import verify
 
@@ -366,7 +406,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from err
     path = _existing_package(args.path)
-    meta = read_export_metadata(path)
+    coreai = _is_coreai(path)
+    try:
+        meta = read_coreai_metadata(path) if coreai else read_export_metadata(path)
+    except ImportError as err:
+        raise UsageError(str(err)) from err
     name, options, weights = _recorded(meta, path)
     if args.model is None and isinstance(meta.get("entry_point"), str):
         # the package says how its model is rebuilt; running it stays the user's decision
@@ -395,13 +439,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         model = _build_model(name, options, 0 if seed is None else seed, weights_file)
     try:
-        result = verify(
-            path,
-            model,
-            samples=args.samples,
-            seed=args.input_seed,
-            mode=mode,
-        )
+        if coreai:
+            result = verify_coreai(path, model, samples=args.samples, seed=args.input_seed)
+        else:
+            result = verify(
+                path,
+                model,
+                samples=args.samples,
+                seed=args.input_seed,
+                mode=mode,
+            )
     except ValueError as err:
         raise UsageError(str(err)) from err
     ok = result.passed(args.min_psnr, args.min_top1)

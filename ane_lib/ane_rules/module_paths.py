@@ -18,9 +18,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ModulePaths", "node_modules", "candidate_node_names"]
+__all__ = [
+    "ModulePaths",
+    "candidate_node_names",
+    "node_location",
+    "node_modules",
+    "read_module_paths_file",
+]
 
 FORMAT_VERSION = 1
 
@@ -135,3 +142,45 @@ class ModulePaths:
                 raise ValueError(f"module paths: {key!r} must map strings to strings")
             tables[key] = table
         return cls(**tables)
+
+
+def node_location(exported_program: Any, node_name: str) -> tuple[str | None, str | None]:
+    """Where the fx node ``node_name`` came from, for error messages: ``(layer, source)``.
+
+    ``layer``: the innermost module path and class, e.g. ``"stages.2.0 (MOATBlock)"``
+    (``<root>`` for the model's own forward); ``source``: the user's source line and where it
+    is. Either is None when unknown.
+    """
+    for node in exported_program.graph.nodes:
+        if node.name != node_name:
+            continue
+        layer = None
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, kind = list(stack.values())[-1]
+            kind_name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
+            layer = f"{path or '<root>'} ({kind_name.strip(chr(39))})"
+        source = None
+        trace = node.meta.get("stack_trace")
+        if trace:
+            lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
+            # The last two lines of the trace are 'File "...", line N, in f' and the code.
+            if len(lines) >= 2:
+                where = re.sub(r'^File "(.*)", line (\d+), in (.*)$', r"\1:\2 in \3", lines[-2])
+                source = f"{lines[-1]}  [{where}]"
+        return layer, source
+    return None, None
+
+
+def read_module_paths_file(target: Path) -> ModulePaths | None:
+    """The module paths stored in the JSON file ``target`` (as :meth:`ModulePaths.to_json`
+    wrote them), or None if there is no such file.
+
+    Raises ValueError naming the file when it exists but cannot be read.
+    """
+    if not target.is_file():
+        return None
+    try:
+        return ModulePaths.from_json(target.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{str(target)!r} could not be read: {err}") from err

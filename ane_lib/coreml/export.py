@@ -21,15 +21,12 @@ which op, layer and source line it failed on.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import json
 import logging
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,19 +36,27 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
+from ane_lib._files import check_destination, install, staged_folder
 from ane_lib._warnings import quiet_library_warnings
+from ane_lib.ane_rules.module_paths import node_location
 from ane_lib.coreml import module_record
 from ane_lib.coreml.normalise import prepare_for_coreml
 from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
-from ane_lib.coreml.signature import (
+from ane_lib.nn.reparam import reparameterize as reparameterize_model
+from ane_lib.signature import (
     InputCasts,
     TensorSpec,
+    check_input_names,
+    check_io_names,
+    example_input,
     flatten_outputs,
     input_specs,
+    jsonable,
+    model_options,
+    name_outputs,
     sample_inputs,
 )
-from ane_lib.nn.reparam import reparameterize as reparameterize_model
 
 __all__ = [
     "DEPLOYMENT_TARGETS",
@@ -93,15 +98,6 @@ class ExportError(RuntimeError):
         self.stage = stage
         self.op = op
         self.layer = layer
-
-
-def example_input(input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """The fixed example input used to trace a model: uniform [0, 1) of ``input_shape``, float32.
-
-    Drawn from its own generator so that the caller's global RNG state is left untouched.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(tuple(input_shape), generator=gen, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------- quiet conversion
@@ -154,29 +150,6 @@ def _quiet_conversion(tracker: _ConversionTracker) -> Iterator[None]:
 # --------------------------------------------------------------------------- error locating
 
 
-def _locate(exported: Any, node_name: str) -> tuple[str | None, str | None]:
-    """Return (submodule path, user source line) of the fx node ``node_name``, if known."""
-    for node in exported.graph.nodes:
-        if node.name != node_name:
-            continue
-        layer = None
-        stack = node.meta.get("nn_module_stack") or {}
-        if stack:
-            path, kind = list(stack.values())[-1]
-            kind_name = getattr(kind, "__name__", None) or str(kind).rsplit(".", 1)[-1]
-            layer = f"{path or '<root>'} ({kind_name.strip(chr(39))})"
-        source = None
-        trace = node.meta.get("stack_trace")
-        if trace:
-            lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip()]
-            # The last two lines of the trace are 'File "...", line N, in f' and the code.
-            if len(lines) >= 2:
-                where = re.sub(r'^File "(.*)", line (\d+), in (.*)$', r"\1:\2 in \3", lines[-2])
-                source = f"{lines[-1]}  [{where}]"
-        return layer, source
-    return None, None
-
-
 def _fx_name(mil_name: str) -> str:
     """The fx node a MIL op name came from: coremltools appends dtype suffixes to it."""
     return re.sub(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32)+$", "", mil_name)
@@ -202,7 +175,7 @@ def _conversion_error(err: Exception, exported: Any, tracker: _ConversionTracker
     parts = [f"Core ML conversion failed: {what}"]
     layer = source = None
     if node_name:
-        layer, source = _locate(exported, node_name)
+        layer, source = node_location(exported, node_name)
         if layer or source:
             parts.append(f"(graph node '{node_name}')")
     if layer:
@@ -217,26 +190,6 @@ def _conversion_error(err: Exception, exported: Any, tracker: _ConversionTracker
 
 
 # --------------------------------------------------------------------------- metadata
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _model_options(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    if config is None:
-        return None
-    options = _jsonable(config)
-    return options if isinstance(options, dict) else {"config": options}
 
 
 def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -261,74 +214,12 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- export
 
 
-def _check_names(input_name: str, output_name: str) -> None:
-    for arg, name in (("input_name", input_name), ("output_name", output_name)):
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"{arg} must be a Python-identifier-like string, got {name!r}")
-    if input_name == output_name:
-        raise ValueError(f"input_name and output_name must differ, both are {input_name!r}")
-
-
-def _check_input_names(model: nn.Module, names: Sequence[str]) -> None:
-    """Several inputs are passed as keyword arguments: ``forward`` must accept each name."""
-    signature = inspect.signature(model.forward)
-    params = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    unknown = [n for n in names if n not in accepted]
-    if unknown:
-        raise ValueError(
-            f"input_shape names {unknown}, which {type(model).__name__}.forward does not take; "
-            f"its parameters are {accepted}"
-        )
-
-
-def _output_names(
-    flat: Mapping[str, torch.Tensor], output_names: Sequence[str] | None, inputs: Iterable[str]
-) -> list[str]:
-    names = list(flat)
-    if output_names is not None:
-        if isinstance(output_names, str) or len(output_names) != len(names):
-            raise ValueError(
-                f"output_names must be a sequence of {len(names)} names (one per output tensor "
-                f"{names}), got {output_names!r}"
-            )
-        names = list(output_names)
-    for name in names:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"output names must be Python identifiers, got {name!r}")
-    clash = sorted((set(names) & set(inputs)) | {n for n in names if names.count(n) > 1})
-    if clash:
-        raise ValueError(f"output names {clash} repeat or are also input names")
-    return names
-
-
 def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    dest = Path(path)
-    if dest.suffix != ".mlpackage":
-        raise ValueError(f"path must end in .mlpackage, got {str(dest)!r}")
-    if not dest.parent.is_dir():
-        raise ValueError(f"path {str(dest)!r}: parent folder {str(dest.parent)!r} does not exist")
-    if (dest.exists() or dest.is_symlink()) and not overwrite:
-        raise FileExistsError(
-            f"path {str(dest)!r} already exists; pass overwrite=True (--overwrite) to replace it"
-        )
-    return dest
+    return check_destination(path, overwrite, ".mlpackage")
 
 
-def _install(built: Path, dest: Path, scratch: Path) -> None:
-    """Move the complete package ``built`` to ``dest``; an old ``dest`` is removed only after."""
-    old = scratch / "previous"
-    had_old = dest.exists() or dest.is_symlink()
-    if had_old:
-        os.replace(dest, old)
-    try:
-        os.replace(built, dest)
-    except BaseException:
-        if had_old:
-            os.replace(old, dest)
-        raise
+#: Kept under its earlier name for the modules that import it.
+_install = install
 
 
 def _stderr_progress() -> Callable[[str], None]:
@@ -407,11 +298,11 @@ def export(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_names(input_name, output_name)
+    check_io_names(input_name, output_name)
     specs, given = input_specs(input_shape, input_name)
     single_input = not isinstance(input_shape, Mapping)
     if not single_input:
-        _check_input_names(model, list(specs))
+        check_input_names(model, list(specs))
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
@@ -461,7 +352,7 @@ def export(
         ) from err
     finally:
         model.train(was_training)
-    outputs = _output_names(flat, output_names, specs)
+    outputs = name_outputs(flat, output_names, specs)
     if say and fixes:
         say("graph rewritten for coremltools: " + "; ".join(map(str, fixes)))
 
@@ -520,32 +411,27 @@ def export(
         entries |= {"input_shape": list(spec.shape), "input_name": input_name}
     if len(outputs) == 1:
         entries["output_name"] = outputs[0]
-    options = _model_options(model)
+    options = model_options(model)
     if options is not None:
         entries["options"] = options
     entries.update(dict(metadata or {}))
     for key, value in entries.items():
         user[META_PREFIX + str(key)] = (
-            value if isinstance(value, str) else json.dumps(_jsonable(value), sort_keys=True)
+            value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True)
         )
 
     # 4. Save next to the destination, then rename into place.
     if say:
         say(f"saving {dest}")
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        built = scratch / dest.name
-        with quiet_coremltools():
-            mlmodel.save(str(built))
-        module_record.write_record(built, nodes)
-        _check_destination(dest, overwrite)  # someone may have created it meanwhile
-        _install(built, dest, scratch)
+        with staged_folder(dest, overwrite) as built:
+            with quiet_coremltools():
+                mlmodel.save(str(built))
+            module_record.write_record(built, nodes)
     except (ValueError, FileExistsError):
         raise
     except Exception as err:
         raise ExportError(f"saving {str(dest)!r} failed: {err}", stage="save") from err
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     if say:
         say(f"done in {time.perf_counter() - t0:.1f} s: {dest}")
     return dest

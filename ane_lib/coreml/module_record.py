@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ane_lib.ane_rules.module_paths import ModulePaths, node_modules
+from ane_lib.ane_rules.module_paths import ModulePaths, node_modules, read_module_paths_file
 
 __all__ = ["RECORD_FILE", "NodeTable", "tag_nodes", "write_record", "read_record"]
 
@@ -114,10 +114,4 @@ def read_record(package: str | os.PathLike[str]) -> ModulePaths | None:
 
     Raises ValueError naming the file when it exists but cannot be read.
     """
-    target = Path(package) / RECORD_FILE
-    if not target.is_file():
-        return None
-    try:
-        return ModulePaths.from_json(target.read_text())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{str(target)!r} could not be read: {err}") from err
+    return read_module_paths_file(Path(package) / RECORD_FILE)

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ane_lib._warnings import IMPORT_NOISE_LOGGERS, quiet_loggers
+
 if TYPE_CHECKING:
     from coremltools.converters.mil.mil import Program
     from coremltools.models import MLModel
@@ -76,7 +78,7 @@ def import_coremltools() -> ModuleType:
     Raises ImportError with an install hint when coremltools is missing (it is the optional
     ``coreml`` extra of ``ane-lib``).
     """
-    with quiet_coremltools(), warnings.catch_warnings():
+    with quiet_coremltools(), quiet_loggers(*IMPORT_NOISE_LOGGERS), warnings.catch_warnings():
         # coremltools imports transformers where it is installed, which imports tqdm.auto; in a
         # notebook without ipywidgets, that import warns "IProgress not found"
         warnings.filterwarnings("ignore", message="IProgress not found")
