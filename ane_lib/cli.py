@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ane_lib._warnings import quiet_library_warnings
-from ane_lib.coreml.precision import PRECISIONS
 from ane_lib.models.registry import FORMS, families, list_models, option_choices
+from ane_lib.precision import PRECISIONS
 
 __all__ = ["main", "build_parser", "UsageError"]
 

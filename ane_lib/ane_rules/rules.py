@@ -8,7 +8,7 @@ report's text, its ``to_dict()``, the command line's exit status and the book al
 
 Severities (:data:`SEVERITIES`, worst first):
 
-- ``"error"``: Core ML refuses the program (it does not convert or compile).
+- ``"error"``: the program does not convert or compile (Core ML refuses it).
 - ``"warning"``: the program runs, but ops are reported to leave the Neural Engine for the GPU
   or CPU, or to compute wrongly on it.
 - ``"cost"``: the program runs on the Neural Engine, but wastes memory traffic or time.
@@ -50,7 +50,8 @@ __all__ = [
 
 Severity = Literal["error", "warning", "cost"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "cost")
-"""Worst first: Core ML refuses it; it leaves the Neural Engine or computes wrongly; it wastes."""
+"""Worst first: it does not convert or compile; it leaves the Neural Engine or computes wrongly
+there; it wastes."""
 
 #: Op types that move or relabel data and compute nothing (Apple 2022: minimise them).
 LAYOUT_OP_TYPES: tuple[str, ...] = ("transpose", "reshape")

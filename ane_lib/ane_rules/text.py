@@ -81,8 +81,9 @@ def format_rules(report: Report, *, width: int = 79) -> list[str]:
     verdict = "ok" if not errors else "NOT ok"
     lines = _wrap(
         f"Rules: {verdict}. {_rules(errors)} of severity error or warning and {_rules(costs)} "
-        "of severity cost fire (error: Core ML refuses it; warning: it leaves the Neural "
-        "Engine or computes wrongly there; cost: it runs there, but wastes memory or time).",
+        "of severity cost fire (error: it does not convert or compile; warning: it leaves the "
+        "Neural Engine or computes wrongly there; cost: it runs there, but wastes memory or "
+        "time).",
         width,
         "",
         "",

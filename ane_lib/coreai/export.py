@@ -32,7 +32,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,6 +47,7 @@ from ane_lib.ane_rules.module_paths import (
     read_module_paths_file,
 )
 from ane_lib.coreai._sdk import import_coreai, quiet
+from ane_lib.precision import PRECISIONS, Precision
 from ane_lib.signature import (
     InputCasts,
     TensorSpec,
@@ -70,11 +71,6 @@ __all__ = [
     "read_export_metadata",
     "read_module_paths",
 ]
-
-#: ``"fp16"``: half-precision weights, activations and float inputs/outputs (what the Neural
-#: Engine computes in); ``"fp32"``: single precision throughout (CPU/GPU only on a Mac).
-Precision = Literal["fp16", "fp32"]
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 #: Prefix of the metadata keys that :func:`export` writes (as the Core ML export does).
 META_PREFIX = "ane_lib."

@@ -41,9 +41,9 @@ from ane_lib._warnings import quiet_library_warnings
 from ane_lib.ane_rules.module_paths import node_location
 from ane_lib.coreml import module_record
 from ane_lib.coreml.normalise import prepare_for_coreml
-from ane_lib.coreml.precision import PRECISIONS, Precision
 from ane_lib.coreml.program import import_coremltools, package_io, quiet_coremltools
 from ane_lib.nn.reparam import reparameterize as reparameterize_model
+from ane_lib.precision import PRECISIONS, Precision
 from ane_lib.signature import (
     InputCasts,
     TensorSpec,

@@ -1,15 +1,5 @@
-"""The precisions a package is exported in and the executor computes in.
+"""Moved to :mod:`ane_lib.precision` (shared by the Core ML and Core AI exports); the names
+stay importable from here."""
 
-``"fp16"``: what the Neural Engine computes in (a deployment check); ``"fp32"``: a package that
-runs on CPU/GPU only, with which the executor reproduces PyTorch's float32 forward (a check of
-the executor itself).
-"""
-
-from __future__ import annotations
-
-from typing import Literal, get_args
-
-__all__ = ["PRECISIONS", "Precision"]
-
-Precision = Literal["fp16", "fp32"]
-PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+from ane_lib.precision import *  # noqa: F403
+from ane_lib.precision import __all__  # noqa: F401

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_nonnegative_int, check_positive_int
-from ane_lib.coreml.precision import Precision
 from ane_lib.coreml.program import PackageInfo, package_io
+from ane_lib.precision import Precision
 from ane_lib.signature import TensorSpec
 from ane_lib.verification import Verification, compare, psnr
 
