@@ -40,6 +40,9 @@ What a reader sees, measured in the browser (every page, the same rules):
 - **Prose with code, not a test log.** The share of the page's height taken by code the reader
   sees without expanding anything (visible cell inputs and literal blocks, not outputs) is
   printed per page (``code=``), and a page above ``MAX_CODE_SHARE`` fails.
+- **Every citation says which reference.** Two citations that read the same (``Apple, 2025``)
+  but link to different entries of the bibliography, on any pages of the book, fail every page
+  that shows one of them (the fix is in references.bib: ``year = {2025a}``, ``{2025b}``).
 
 A full-page screenshot of each page, as loaded, is saved under ``_build/screenshots/``. One
 line is printed per page, then ``check_book: N passed, M failed``; the exit code is 1 when any
@@ -452,6 +455,47 @@ def remote_assets(html_file: Path) -> list[str]:
     return finder.remote
 
 
+class _CitationFinder(html.parser.HTMLParser):
+    """The citations of a page as sphinxcontrib-bibtex writes them: links into the bibliography,
+    each as (text a reader sees, the entry's anchor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.citations: list[tuple[str, str]] = []
+        self._anchor: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        href = dict(attrs).get("href") or "" if tag == "a" else ""
+        if "bibliography.html#" in href:
+            self._anchor, self._text = href.rsplit("#", 1)[1], []
+
+    def handle_data(self, data: str) -> None:
+        if self._anchor is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._anchor is not None:
+            self.citations.append((" ".join("".join(self._text).split()), self._anchor))
+            self._anchor = None
+
+
+def citations(html_file: Path) -> list[tuple[str, str]]:
+    """(text, bibliography anchor) of every citation in one built HTML file."""
+    finder = _CitationFinder()
+    finder.feed(html_file.read_text(encoding="utf-8", errors="replace"))
+    return finder.citations
+
+
+def ambiguous_citations(html_files: list[Path]) -> dict[str, set[str]]:
+    """Citation texts that link to more than one bibliography entry across ``html_files``."""
+    targets: dict[str, set[str]] = {}
+    for html_file in html_files:
+        for text, anchor in citations(html_file):
+            targets.setdefault(text, set()).add(anchor)
+    return {text: anchors for text, anchors in targets.items() if len(anchors) > 1}
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -726,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshots.exists():
         shutil.rmtree(args.screenshots)
 
+    built = [args.html_dir / p for p in pages if (args.html_dir / p).is_file()]
+    alike = ambiguous_citations(built)
     results: list[PageResult] = []
     server, base_url = serve(args.html_dir)
     try:
@@ -749,6 +795,12 @@ def main(argv: list[str] | None = None) -> int:
                         remote = remote_assets(html_file)
                         if remote:
                             result.problems.append(f"remote assets referenced: {remote}")
+                        shown_alike = sorted({t for t, _ in citations(html_file) if t in alike})
+                        if shown_alike:
+                            result.problems.append(
+                                "citation(s) that read alike but name different references: "
+                                + ", ".join(f"'{t}' ({len(alike[t])} entries)" for t in shown_alike)
+                            )
                         source = page_source(args.toc.parent, rel_path)
                         small = small_font_sizes(page_code(source)) if source else []
                         if small:

@@ -215,6 +215,7 @@ NEW_RULES = {
     "code_heavy": "code in sight takes",
     "small_figure": "figure(s) with labels below",
     "small_font": "font size(s) below 10 pt",
+    "ambiguous_cite": "citation(s) that read alike",
 }
 
 
@@ -322,6 +323,8 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             + _cell("check()  # a check, folded", hidden="input")
             # a gated solution: code and output inside the closed dropdown
             + _exercise("good", _cell("print(42)", "the answer is 42"))
+            + "<p>As shown <a class='reference internal' href='../bibliography.html#id3'>"
+            "Apple, 2025c</a>.</p>"
             + "<h2>Summary</h2><div class='cell'><div class='cell_output'><pre>after a heading"
             "</pre></div></div>"
         ),
@@ -346,6 +349,11 @@ def book_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "code_heavy": FIGURE + "<p>Short prose.</p>" + _cell("assert check()\n" * 60),
         "small_figure": "<img src='shrunk.png'>" + PROSE,
         "small_font": FIGURE + PROSE,
+        # two references that render alike: the reader cannot tell which is meant
+        "ambiguous_cite": FIGURE
+        + PROSE
+        + "<p>See <a class='reference internal' href='../bibliography.html#id1'>Apple, 2025</a>"
+        " and <a class='reference internal' href='../bibliography.html#id2'>Apple, 2025</a>.</p>",
     }
     for name, body in pages.items():
         (chapters / f"{name}.html").write_text(_page(body))
@@ -492,3 +500,17 @@ def test_small_font_sizes_are_found_in_code() -> None:
         'font.size"] = 7',
         'fontsize": "x-small"',
     ]
+
+
+def test_citations_that_read_alike_across_pages_are_found(tmp_path: Path) -> None:
+    """One page's 'Apple, 2025' and another's name different entries: both are ambiguous."""
+
+    def cite(text: str, anchor: str) -> str:
+        return f"<a class='reference internal' href='../bibliography.html#{anchor}'>{text}</a>"
+
+    one, two = tmp_path / "one.html", tmp_path / "two.html"
+    one.write_text(_page(cite("Apple, 2025", "id1") + cite("Vasu <em>et al.</em>, 2023a", "id7")))
+    two.write_text(_page(cite("Apple, 2025", "id2") + cite("Vasu <em>et al.</em>, 2023a", "id7")))
+    assert check_book.citations(one) == [("Apple, 2025", "id1"), ("Vasu et al., 2023a", "id7")]
+    assert check_book.ambiguous_citations([one]) == {}
+    assert check_book.ambiguous_citations([one, two]) == {"Apple, 2025": {"id1", "id2"}}
