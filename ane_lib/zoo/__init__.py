@@ -10,30 +10,5 @@ Needs the ``[hf]`` and ``[coreml]`` extras. The models are not registered in
 :mod:`ane_lib.models.registry`: they stand for the models a user brings.
 """
 
-from ane_lib.zoo.catalog import (
-    INITS,
-    TASKS,
-    ZOO,
-    Init,
-    Task,
-    ZooEntry,
-    build,
-    entry_point,
-    zoo_entry,
-    zoo_inputs,
-    zoo_names,
-)
-
-__all__ = [
-    "INITS",
-    "TASKS",
-    "ZOO",
-    "Init",
-    "Task",
-    "ZooEntry",
-    "build",
-    "entry_point",
-    "zoo_entry",
-    "zoo_inputs",
-    "zoo_names",
-]
+from ane_lib.zoo.catalog import *  # noqa: F403 - the catalog's public names are the package's
+from ane_lib.zoo.catalog import __all__  # noqa: F401
