@@ -350,8 +350,10 @@ def test_every_op_names_a_module_of_the_model(package: Callable[[str], Path]) ->
     ]
     convs = [op.module for op in rep.ops if op.op_type == "conv"]
     assert convs[0] == "stem" and convs[-1] == "head"
-    # a batch norm folded into its conv: the fused op carries the norm's module
-    assert "stages.0.0.norm" in convs and "stages.0.0.conv" not in convs
+    # a batch norm folded into its conv: the fused op carries the conv's module, and no op
+    # is left to the norm
+    assert "stages.0.0.conv" in convs and "stages.0.0.norm" not in convs
+    assert not any(op.module == "stages.0.0.norm" for op in rep.ops)
     assert {op.module_type for op in rep.ops if op.module == "head"} == {
         "torch.nn.modules.conv.Conv2d"
     }

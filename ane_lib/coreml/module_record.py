@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,33 @@ COREMLTOOLS_MAPPING = "executorch_debug_handle_mapping.json"
 
 @dataclass(frozen=True)
 class NodeTable:
-    """What :func:`tag_nodes` learned: debug handle -> node name, node -> (path, class)."""
+    """What :func:`tag_nodes` learned: debug handle -> node name, node -> (path, class), and
+    batch-norm node -> the convolution node it may be fused into (``folded_into``)."""
 
     handles: dict[int, str]
     modules: dict[str, tuple[str, str]]
+    folded_into: dict[str, str] = field(default_factory=dict)
+
+
+def _target_name(node: Any) -> str:
+    return str(getattr(node.target, "__name__", node.target))
+
+
+def _batch_norms_after_convs(exported_program: Any) -> dict[str, str]:
+    """Batch-norm node -> the convolution node that feeds it.
+
+    coremltools folds such a batch norm into the convolution and gives the one ``conv`` op it
+    makes the batch norm's name and debug handle; the report names the convolution's module
+    for it, where a reader looks for a convolution (the norm is part of its arithmetic now).
+    """
+    pairs: dict[str, str] = {}
+    for node in exported_program.graph.nodes:
+        if node.op != "call_function" or "batch_norm" not in _target_name(node) or not node.args:
+            continue
+        source = node.args[0]
+        if getattr(source, "op", None) == "call_function" and "conv" in _target_name(source):
+            pairs[node.name] = str(source.name)
+    return pairs
 
 
 def tag_nodes(exported_program: Any, wrapper: str | None = None) -> NodeTable:
@@ -58,7 +81,7 @@ def tag_nodes(exported_program: Any, wrapper: str | None = None) -> NodeTable:
             handle = len(handles) + 1
             node.meta["debug_handle"] = handle
             handles[handle] = node.name
-    return NodeTable(handles, modules)
+    return NodeTable(handles, modules, _batch_norms_after_convs(exported_program))
 
 
 def _strip_wrapper(path: str, wrapper: str) -> str:
@@ -84,8 +107,12 @@ def _ops_by_handle(package: Path, table: NodeTable) -> dict[str, str]:
             continue
         for path in entries:
             op = path[-1] if path else {}
-            if op.get("Operator") not in (None, "const") and "Output" in op:
-                ops[op["Output"]] = table.modules[node][0]
+            kind = op.get("Operator")
+            if kind in (None, "const") or "Output" not in op:
+                continue
+            # a conv op under a batch norm's handle: the norm was folded into its conv
+            owner = table.folded_into.get(node, node) if kind == "conv" else node
+            ops[op["Output"]] = table.modules.get(owner, table.modules[node])[0]
     return ops
 
 
