@@ -17,7 +17,7 @@ from ane_lib.models import list_models
 from ane_lib.zoo import ZOO, build, entry_point, zoo_entry, zoo_inputs, zoo_names
 from ane_lib.zoo.catalog import NUM_LABELS
 from ane_lib.zoo.fixes import mobilevit_v2_patch_layout
-from ane_lib.zoo.table import COLUMNS, ZooRow, evaluate, rows_markdown
+from ane_lib.zoo.table import COLUMNS, ZooRow, evaluate, rows_markdown, torch_fp16_psnr
 
 transformers = pytest.importorskip("transformers")
 
@@ -214,3 +214,15 @@ def test_markdown_cells_are_escaped() -> None:
     )
     line = rows_markdown([row], ["model", "architecture", "fixes"]).splitlines()[-1]
     assert line == r"| mobilenet_v2 | a \| b | \_\_and\_\_.Tensor (decomposed) |"
+
+
+def test_torch_fp16_yardstick_drops_caches_made_in_fp32() -> None:
+    """LeViT caches its attention biases at its first forward in eval mode; the half-precision
+    copy of the yardstick must not keep that fp32 cache (PyTorch would refuse the matmul)."""
+    model = build("levit_128s", tiny=True).eval()
+    spec = zoo_inputs("levit_128s", tiny=True)
+    with torch.no_grad():
+        model(**sample_inputs(spec, 0))  # fills the cache, in fp32
+    attention = next(m for m in model.modules() if hasattr(m, "attention_bias_cache"))
+    assert attention.attention_bias_cache  # the cache the copy would inherit
+    assert 40 < torch_fp16_psnr(model, spec, 2) < 120

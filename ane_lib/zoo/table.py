@@ -261,7 +261,9 @@ def torch_fp16_psnr(model: nn.Module, inputs: Mapping[str, TensorSpec], samples:
     """PSNR (dB) of PyTorch's fp16 forward of ``model`` against its fp32 forward, over the
     random inputs :func:`~ane_lib.coreml.verify` draws (seeds ``0 .. samples - 1``, floats
     rounded to fp16 for both), worst over the outputs."""
-    half = copy.deepcopy(model).half().eval()
+    # .train() then .eval(): a module that caches tensors built in eval mode (LeViT's attention
+    # biases) drops its fp32 cache, which .half() does not convert, when training is switched on.
+    half = copy.deepcopy(model).half().train().eval()
     refs: dict[str, list[np.ndarray]] = {}
     gots: dict[str, list[np.ndarray]] = {}
     for seed in range(samples):
