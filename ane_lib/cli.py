@@ -307,9 +307,8 @@ def _check_ints(args: argparse.Namespace, names: Sequence[str]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ane_lib.coreai import CoreAIExportError
+    from ane_lib._export import ExportError  # CoreAIExportError is one too
     from ane_lib.coreai import export as export_coreai
-    from ane_lib.coreml.export import ExportError
     from ane_lib.coreml.export import export as export_coreml
 
     _check_ints(args, ("window", "num_classes", "image_size", "batch", "seed"))
@@ -339,7 +338,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             metadata={"create_options": options, "weights": weights},
             progress=not args.quiet,
         )
-    except (ExportError, CoreAIExportError) as err:
+    except ExportError as err:
         raise CheckFailedError(str(err)) from err
     except (ValueError, TypeError, FileExistsError, ImportError) as err:
         raise UsageError(str(err)) from err

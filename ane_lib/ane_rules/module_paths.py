@@ -43,11 +43,14 @@ def _class_name(kind: Any) -> str:
     return str(kind).removeprefix("<class '").removesuffix("'>")
 
 
-def node_modules(exported_program: Any) -> dict[str, tuple[str, str]]:
+def node_modules(exported_program: Any, wrapper: str | None = None) -> dict[str, tuple[str, str]]:
     """fx node name -> (module path, module class) for every node created inside a module.
 
     ``exported_program``: a ``torch.export.ExportedProgram`` (after ``run_decompositions`` if
     that is what gets converted: decomposition keeps the module stack of the node it replaces).
+    ``wrapper``: the attribute under which the exported module holds the user's model (e.g.
+    ``"model"`` when an export wrapped it to cast its inputs); that prefix is removed, so paths
+    are the model's own (``"model.stages.2"`` -> ``"stages.2"``, the wrapper itself ``""``).
     """
     graph = getattr(exported_program, "graph", None)
     if graph is None or not hasattr(graph, "nodes"):
@@ -61,7 +64,10 @@ def node_modules(exported_program: Any) -> dict[str, tuple[str, str]]:
         if not stack:
             continue
         path, kind = list(stack.values())[-1]
-        table[node.name] = (str(path), _class_name(kind))
+        path = str(path)
+        if wrapper:
+            path = "" if path == wrapper else path.removeprefix(wrapper + ".")
+        table[node.name] = (path, _class_name(kind))
     return table
 
 

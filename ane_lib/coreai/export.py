@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
+from ane_lib._export import ExportError, export_metadata, model_name, progress_reporter
 from ane_lib._files import check_destination, staged_folder
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.ane_rules.module_paths import (
@@ -56,7 +57,6 @@ from ane_lib.signature import (
     flatten_outputs,
     input_specs,
     jsonable,
-    model_options,
     name_outputs,
     sample_inputs,
 )
@@ -80,20 +80,9 @@ MODULE_PATHS_FILE = "ane_lib_module_paths.json"
 _UNSUPPORTED = re.compile(r"unsupported ATen ops: (?P<ops>[\w.]+(?:, [\w.]+)*)")
 
 
-class CoreAIExportError(RuntimeError):
-    """``torch.export`` or the Core AI conversion failed.
-
-    Attributes: ``stage`` (``"torch.export"``, ``"convert"`` or ``"save"``), ``op`` (the ATen
-    op that failed, if known), ``layer`` (the dotted module path, if known).
-    """
-
-    def __init__(
-        self, message: str, *, stage: str, op: str | None = None, layer: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.stage = stage
-        self.op = op
-        self.layer = layer
+class CoreAIExportError(ExportError):
+    """``torch.export`` or the Core AI conversion failed (an :class:`ane_lib.coreml.ExportError`
+    too, so one ``except`` serves both stacks). Attributes: ``stage``, ``op``, ``layer``."""
 
 
 def _tracking_converter(coreai_torch: Any) -> Any:
@@ -204,7 +193,6 @@ def export(
     layer and source line when known) when capture or conversion fails, and
     :class:`~ane_lib.coreai.CoreAIUnavailableError` without Core AI; then nothing is written.
     """
-    import ane_lib
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -216,13 +204,12 @@ def export(
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
     dest = check_destination(path, overwrite, ".aimodel")
-    say = _progress(progress)
+    say = progress_reporter(progress)
 
     import_coreai()
     import coreai_torch
 
-    config_name = getattr(getattr(model, "config", None), "name", None)
-    model_name = name or getattr(model, "name", None) or config_name or type(model).__name__
+    display_name = model_name(model, name)
     examples = sample_inputs(specs, seed) | given
     casts = {n: spec.dtype for n, spec in specs.items() if spec.dtype != spec.package_torch_dtype}
     if precision == "fp16":
@@ -244,7 +231,7 @@ def export(
     exported_model.eval()
     try:
         if say:
-            say(f"torch.export of {model_name} ({precision}) with input {described}")
+            say(f"torch.export of {display_name} ({precision}) with input {described}")
         with torch.no_grad(), quiet_library_warnings(), quiet():
             eager = traced(*args, **kwargs)
             exported = torch.export.export(traced, args, kwargs).run_decompositions(
@@ -252,7 +239,7 @@ def export(
             )
     except Exception as err:
         raise CoreAIExportError(
-            f"torch.export could not capture {model_name} with input {described}: "
+            f"torch.export could not capture {display_name} with input {described}: "
             f"{type(err).__name__}: {err}",
             stage="torch.export",
         ) from err
@@ -261,9 +248,7 @@ def export(
     flat = flatten_outputs(eager, output_name)
     outputs = name_outputs(flat, output_names, specs)
     wrapper = "model" if casts else None
-    nodes = node_modules(exported)
-    if wrapper:
-        nodes = {n: (_strip_wrapper(p, wrapper), k) for n, (p, k) in nodes.items()}
+    nodes = node_modules(exported, wrapper)
     paths = ModulePaths(
         nodes={n: p for n, (p, _) in nodes.items()}, types={p: k for p, k in nodes.values()}
     )
@@ -283,24 +268,18 @@ def export(
     # 3. Save in a scratch folder, record what was exported, rename into place.
     if say:
         say(f"saving {dest}")
-    entries: dict[str, Any] = {
-        "model": model_name,
-        "version": ane_lib.__version__,
-        "precision": precision,
-        "inputs": [{"name": n, **spec.to_dict()} for n, spec in specs.items()],
-        "outputs": outputs,
-        "example_seed": seed,
-    }
-    if single_input:
-        entries |= {"input_shape": list(specs[input_name].shape), "input_name": input_name}
-    if len(outputs) == 1:
-        entries["output_name"] = outputs[0]
-    options = model_options(model)
-    if options is not None:
-        entries["options"] = options
-    entries.update(dict(metadata or {}))
+    entries = export_metadata(
+        model,
+        display_name,
+        specs,
+        outputs,
+        seed=seed,
+        input_name=input_name if single_input else None,
+        extra={"precision": precision},
+        user=metadata,
+    )
     listing = ", ".join(f"{n} {spec.shape}" for n, spec in specs.items())
-    description = f"{model_name} exported by ane_lib: {precision} Core AI program, {listing}"
+    description = f"{display_name} exported by ane_lib: {precision} Core AI program, {listing}"
     try:
         with staged_folder(dest, overwrite) as built, quiet():
             asset = program.save_asset(built)
@@ -314,29 +293,6 @@ def export(
     if say:
         say(f"done in {time.perf_counter() - t0:.1f} s: {dest}")
     return dest
-
-
-def _strip_wrapper(path: str, wrapper: str) -> str:
-    """``"model.stages.2"`` -> ``"stages.2"``; the wrapper itself becomes the top level."""
-    return "" if path == wrapper else path.removeprefix(wrapper + ".")
-
-
-def _progress(progress: bool | Callable[[str], None]) -> Callable[[str], None] | None:
-    if progress is True:
-        import sys
-
-        start = time.perf_counter()
-
-        def say(message: str) -> None:
-            elapsed = time.perf_counter() - start
-            print(f"ane-lib export [{elapsed:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-        return say
-    if callable(progress):
-        return progress
-    if progress is not False:
-        raise TypeError(f"progress must be a bool or a callable, got {progress!r}")
-    return None
 
 
 # --------------------------------------------------------------------------- reading back

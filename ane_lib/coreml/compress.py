@@ -24,8 +24,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
-from ane_lib.coreml.export import META_PREFIX, _check_destination, _install
+from ane_lib._files import check_destination, staged_folder
+from ane_lib.coreml.export import META_PREFIX
 from ane_lib.coreml.program import import_coremltools, open_package, quiet_coremltools
 
 __all__ = [
@@ -366,7 +365,7 @@ def compress(
     )
     model = open_package(src)  # validates src
     source = Path(src)
-    target = _check_destination(dest, overwrite)
+    target = check_destination(dest, overwrite, ".mlpackage")
     if target.resolve() == source.resolve():
         raise ValueError(f"dest must differ from src, both are {str(source)!r}")
     version = int(model.get_spec().specificationVersion)
@@ -430,7 +429,7 @@ def decompress(
     atomically, like :func:`compress`; ``dest`` must differ from ``src``.
     """
     model = open_package(src)
-    target = _check_destination(dest, overwrite)
+    target = check_destination(dest, overwrite, ".mlpackage")
     if target.resolve() == Path(src).resolve():
         raise ValueError(f"dest must differ from src, both are {str(src)!r}")
     import coremltools.optimize.coreml as cto
@@ -443,14 +442,5 @@ def decompress(
 
 def _save(model: Any, target: Path, overwrite: bool) -> None:
     """Save ``model`` in a hidden folder next to ``target``, then rename it into place."""
-    scratch = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    try:
-        built = scratch / target.name
-        with quiet_coremltools():
-            model.save(str(built))
-        _check_destination(target, overwrite)  # someone may have created it meanwhile
-        _install(built, target, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with staged_folder(target, overwrite) as built, quiet_coremltools():
+        model.save(str(built))

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +35,8 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
-from ane_lib._files import check_destination, install, staged_folder
+from ane_lib._export import ExportError, export_metadata, model_name, progress_reporter
+from ane_lib._files import check_destination, staged_folder
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.ane_rules.module_paths import node_location
 from ane_lib.coreml import module_record
@@ -53,7 +53,6 @@ from ane_lib.signature import (
     flatten_outputs,
     input_specs,
     jsonable,
-    model_options,
     name_outputs,
     sample_inputs,
 )
@@ -82,22 +81,6 @@ _UNSUPPORTED_NODE = re.compile(r"Unsupported fx node (?P<node>\S+), kind (?P<kin
 _NAMED_LAYER = re.compile(r'Layer "(?P<name>[^"]+)", with type "(?P<type>[^"]+)"')
 _FRONTEND_STAGE = "frontend"
 _PASS_STAGE = "pass"
-
-
-class ExportError(RuntimeError):
-    """Raised when ``torch.export`` or the Core ML conversion fails.
-
-    Attributes: ``stage`` (``"torch.export"``, ``"convert"`` or ``"save"``), ``op`` (the ATen op
-    kind that failed, if known), ``layer`` (the dotted submodule path, if known).
-    """
-
-    def __init__(
-        self, message: str, *, stage: str, op: str | None = None, layer: str | None = None
-    ):
-        super().__init__(message)
-        self.stage = stage
-        self.op = op
-        self.layer = layer
 
 
 # --------------------------------------------------------------------------- quiet conversion
@@ -214,25 +197,6 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- export
 
 
-def _check_destination(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    return check_destination(path, overwrite, ".mlpackage")
-
-
-#: Kept under its earlier name for the modules that import it.
-_install = install
-
-
-def _stderr_progress() -> Callable[[str], None]:
-    """Progress lines on stderr, each with the seconds elapsed since the export started."""
-    start = time.perf_counter()
-
-    def say(message: str) -> None:
-        elapsed = time.perf_counter() - start
-        print(f"ane-lib export [{elapsed:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-    return say
-
-
 def export(
     model: nn.Module,
     input_shape: Sequence[int] | Mapping[str, Sequence[int] | TensorSpec | torch.Tensor],
@@ -306,13 +270,11 @@ def export(
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
-    dest = _check_destination(path, overwrite)
-    say: Callable[[str], None] | None
-    say = _stderr_progress() if progress is True else (progress if callable(progress) else None)
+    dest = check_destination(path, overwrite, ".mlpackage")
+    say = progress_reporter(progress)
 
     ct = import_coremltools()
-    config_name = getattr(getattr(model, "config", None), "name", None)
-    model_name = name or getattr(model, "name", None) or config_name or type(model).__name__
+    display_name = model_name(model, name)
     examples = sample_inputs(specs, seed) | given
     if reparameterize:  # traced with the example inputs, in the order forward() takes them
         if single_input:
@@ -334,7 +296,7 @@ def export(
     t0 = time.perf_counter()
     try:
         if say:
-            say(f"torch.export of {model_name} with input {described}")
+            say(f"torch.export of {display_name} with input {described}")
         with torch.no_grad(), quiet_library_warnings():
             eager = traced(*args, **kwargs)
             # a non-tensor output is named here, before torch.export trips over it
@@ -346,7 +308,7 @@ def export(
         nodes = module_record.tag_nodes(exported, wrapper="model" if casts else None)
     except Exception as err:
         raise ExportError(
-            f"torch.export could not capture {model_name} with input {described}: "
+            f"torch.export could not capture {display_name} with input {described}: "
             f"{type(err).__name__}: {err}",
             stage="torch.export",
         ) from err
@@ -389,32 +351,27 @@ def export(
     mlmodel.version = ane_lib.__version__
     listing = ", ".join(f"{n} {spec.shape}" for n, spec in specs.items())
     mlmodel.short_description = description or (
-        f"{model_name} exported by ane_lib: {precision} ML program, input {listing}"
+        f"{display_name} exported by ane_lib: {precision} ML program, input {listing}"
     )
     for n, spec in specs.items():
         mlmodel.input_description[n] = f"{spec.dtype_name} tensor of shape {spec.shape}"
     for n, tensor in zip(outputs, flat.values(), strict=True):
-        mlmodel.output_description[n] = f"output of {model_name}, shape {tuple(tensor.shape)}"
+        mlmodel.output_description[n] = f"output of {display_name}, shape {tuple(tensor.shape)}"
     user = mlmodel.user_defined_metadata
-    entries: dict[str, Any] = {
-        "model": model_name,
-        "version": ane_lib.__version__,
-        "inputs": [{"name": n, **spec.to_dict()} for n, spec in specs.items()],
-        "outputs": outputs,
-        "example_seed": seed,
-        "deployment_target": deployment_target,
-        "reparameterized": bool(reparameterize),
-        "graph_fixes": [fix.to_dict() for fix in fixes],
-    }
-    if single_input:
-        spec = specs[input_name]
-        entries |= {"input_shape": list(spec.shape), "input_name": input_name}
-    if len(outputs) == 1:
-        entries["output_name"] = outputs[0]
-    options = model_options(model)
-    if options is not None:
-        entries["options"] = options
-    entries.update(dict(metadata or {}))
+    entries = export_metadata(
+        model,
+        display_name,
+        specs,
+        outputs,
+        seed=seed,
+        input_name=input_name if single_input else None,
+        extra={
+            "deployment_target": deployment_target,
+            "reparameterized": bool(reparameterize),
+            "graph_fixes": [fix.to_dict() for fix in fixes],
+        },
+        user=metadata,
+    )
     for key, value in entries.items():
         user[META_PREFIX + str(key)] = (
             value if isinstance(value, str) else json.dumps(jsonable(value), sort_keys=True)

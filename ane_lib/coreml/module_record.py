@@ -70,11 +70,7 @@ def tag_nodes(exported_program: Any, wrapper: str | None = None) -> NodeTable:
     attribute under which the exported module holds the user's model (e.g. ``"model"`` when
     export wrapped it to cast its inputs); that prefix is removed so paths are the model's own.
     """
-    modules = node_modules(exported_program)
-    if wrapper:
-        modules = {
-            node: (_strip_wrapper(path, wrapper), kind) for node, (path, kind) in modules.items()
-        }
+    modules = node_modules(exported_program, wrapper)
     handles: dict[int, str] = {}
     for node in exported_program.graph.nodes:
         if node.op == "call_function":
@@ -82,13 +78,6 @@ def tag_nodes(exported_program: Any, wrapper: str | None = None) -> NodeTable:
             node.meta["debug_handle"] = handle
             handles[handle] = node.name
     return NodeTable(handles, modules, _batch_norms_after_convs(exported_program))
-
-
-def _strip_wrapper(path: str, wrapper: str) -> str:
-    """``"model.stages.2"`` -> ``"stages.2"``; the wrapper itself becomes the top level, ``""``."""
-    if path == wrapper:
-        return ""
-    return path.removeprefix(wrapper + ".")
 
 
 def _ops_by_handle(package: Path, table: NodeTable) -> dict[str, str]:
