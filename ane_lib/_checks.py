@@ -75,8 +75,14 @@ def check_divides(divisor_name: str, divisor: int, dividend_name: str, dividend:
 
 
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> None:
-    """Raise a ValueError unless ``value`` is one of ``allowed`` (listing them)."""
-    if value not in tuple(allowed):
+    """Raise a ValueError unless ``value`` is one of ``allowed`` (listing them).
+
+    A bool is a choice only where ``allowed`` lists bools: ``True == 1`` in Python, but
+    ``nbits=True`` is not a number of bits.
+    """
+    choices = tuple(allowed)
+    mistaken_bool = isinstance(value, bool) and not any(isinstance(a, bool) for a in choices)
+    if mistaken_bool or value not in choices:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 

@@ -5,6 +5,7 @@ the metadata they record about what was exported.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,9 +13,26 @@ from typing import Any
 
 from torch import nn
 
-from ane_lib.signature import TensorSpec, model_options
+from ane_lib.signature import (
+    TensorSpec,
+    check_input_names,
+    check_io_names,
+    input_specs,
+    model_options,
+)
 
-__all__ = ["ExportError", "export_metadata", "model_name", "progress_reporter"]
+__all__ = [
+    "META_PREFIX",
+    "ExportError",
+    "check_model_and_inputs",
+    "decode_metadata",
+    "export_metadata",
+    "model_name",
+    "progress_reporter",
+]
+
+#: Prefix of the metadata keys the exports write (``"ane_lib.model"``, ...).
+META_PREFIX = "ane_lib."
 
 
 class ExportError(RuntimeError):
@@ -96,3 +114,37 @@ def model_name(model: nn.Module, name: str | None) -> str:
     registry's models), its Hugging Face config's ``name``, or its class name."""
     config_name = getattr(getattr(model, "config", None), "name", None)
     return name or getattr(model, "name", None) or config_name or type(model).__name__
+
+
+def decode_metadata(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries an export recorded, read back from a model's metadata ``stored``: the keys
+    with :data:`META_PREFIX`, without it, their JSON text decoded (kept as it is where it is not
+    JSON). Keys of other tools are left out."""
+    out: dict[str, Any] = {}
+    for key, raw in stored.items():
+        if not key.startswith(META_PREFIX):
+            continue
+        try:
+            out[key[len(META_PREFIX) :]] = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError:
+            out[key[len(META_PREFIX) :]] = raw
+    return out
+
+
+def check_model_and_inputs(
+    model: object, input_shape: Any, input_name: str, output_name: str
+) -> tuple[dict[str, TensorSpec], dict[str, Any], bool]:
+    """The first checks of both exports: ``model`` is a module, the names are usable, and
+    ``input_shape`` is one input's shape or a mapping whose names ``model.forward`` takes.
+
+    Returns ``(specs, given, single_input)`` as :func:`ane_lib.signature.input_specs` does,
+    and whether one unnamed input was given.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_io_names(input_name, output_name)
+    specs, given = input_specs(input_shape, input_name)
+    single_input = not isinstance(input_shape, Mapping)
+    if not single_input:
+        check_input_names(model, list(specs))
+    return specs, given, single_input

@@ -19,13 +19,18 @@ from pathlib import Path
 __all__ = ["check_destination", "install", "staged_folder"]
 
 
-def check_destination(path: str | os.PathLike[str], overwrite: bool, suffix: str) -> Path:
-    """``path`` as a Path, after checking its suffix, its parent folder and ``overwrite``.
+def check_destination(
+    path: str | os.PathLike[str], overwrite: bool, suffix: str, *, source: Path | None = None
+) -> Path:
+    """``path`` as a Path, after checking its suffix, its parent folder and ``overwrite``, and
+    that it is not ``source`` (a model folder that a copy of it is written from).
 
-    Raises ValueError (wrong suffix, missing parent folder) or FileExistsError (``path`` exists
-    and ``overwrite`` is false).
+    Raises ValueError (wrong suffix, missing parent folder, ``path`` is ``source``) or
+    FileExistsError (``path`` exists and ``overwrite`` is false).
     """
     dest = Path(path)
+    if source is not None and dest.resolve() == Path(source).resolve():
+        raise ValueError(f"dest must differ from src, both are {str(source)!r}")
     if dest.suffix != suffix:
         raise ValueError(f"path must end in {suffix}, got {str(dest)!r}")
     if not dest.parent.is_dir():

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ane_lib._checks import check_nonnegative_int, check_positive_int
 from ane_lib.signature import TensorSpec, flatten_outputs, package_arrays, sample_inputs
 
-__all__ = ["Verification", "compare", "psnr"]
+__all__ = ["Verification", "check_verify_arguments", "compare", "psnr", "recorded_specs"]
 
 
 def psnr(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -97,6 +98,46 @@ class Verification:
         if len(self.outputs) > 1:
             text += "".join(f"\n  {name}: {v._line()}" for name, v in self.outputs.items())
         return text
+
+
+def check_verify_arguments(
+    model: nn.Module, samples: int | None, seed: int, inputs: object | None
+) -> int:
+    """The arguments both stacks' ``verify`` take, checked; returns the number of random
+    samples (default 2). TypeError/ValueError name what was wrong."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if inputs is not None and samples is not None:
+        raise ValueError("give either samples (random inputs) or inputs (a data set), not both")
+    check_nonnegative_int("seed", seed)
+    return 2 if samples is None else check_positive_int("samples", samples)
+
+
+def recorded_specs(
+    recorded: object,
+    declared: Mapping[str, tuple[Sequence[int], torch.dtype | str]],
+    *,
+    source: str,
+    noun: str = "package",
+) -> dict[str, TensorSpec]:
+    """The inputs to draw samples of: as ``export`` recorded them (``recorded``, the
+    ``inputs`` entry of its metadata) when they name the declared inputs in order, else from
+    the declared inputs, ``name -> (shape, dtype)``: a float ``torch.dtype`` gives random values
+    in [0, 1); a type name (a ``str``: token ids, masks) has no value range to draw from, which
+    is a ValueError naming the input of ``source`` (the program was not exported by ane_lib)."""
+    if isinstance(recorded, list) and [
+        r.get("name") if isinstance(r, dict) else None for r in recorded
+    ] == list(declared):
+        return {r["name"]: TensorSpec.from_dict(r) for r in recorded}
+    specs = {}
+    for name, (shape, dtype) in declared.items():
+        if isinstance(dtype, str):
+            raise ValueError(
+                f"input {name!r} of {source} is {dtype} and the {noun} records no value range "
+                "for it (it was not exported by ane_lib); pass inputs=[...]"
+            )
+        specs[name] = TensorSpec(tuple(shape), dtype)
+    return specs
 
 
 def _measure(

@@ -103,3 +103,38 @@ def test_verify_bad_arguments(exported_classifier: tuple[Path, Classifier]) -> N
         verify(path, model, samples=0)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         verify(path, "model")  # type: ignore[arg-type]
+
+
+def test_verify_arguments_both_stacks_share() -> None:
+    from ane_lib.verification import check_verify_arguments
+
+    model = torch.nn.Identity()
+    assert check_verify_arguments(model, None, 0, None) == 2
+    assert check_verify_arguments(model, 5, 3, None) == 5
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        check_verify_arguments("model", None, 0, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not both"):
+        check_verify_arguments(model, 2, 0, [torch.zeros(1)])
+    with pytest.raises(ValueError, match="samples must be >= 1"):
+        check_verify_arguments(model, 0, 0, None)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        check_verify_arguments(model, None, -1, None)
+
+
+def test_recorded_specs_prefer_what_export_recorded() -> None:
+    from ane_lib.signature import TensorSpec
+    from ane_lib.verification import recorded_specs
+
+    ids = TensorSpec((1, 8), torch.int32, high=100)
+    declared = {"input_ids": ((1, 8), "INT32")}
+    # export recorded the value range of the token ids: they can be drawn
+    assert recorded_specs([{"name": "input_ids", **ids.to_dict()}], declared, source="p") == {
+        "input_ids": ids
+    }
+    # nothing recorded: a float input is drawn in [0, 1), an integer one cannot be
+    image = {"image": ((1, 3, 4, 4), torch.float16)}
+    assert recorded_specs(None, image, source="p") == {
+        "image": TensorSpec((1, 3, 4, 4), torch.float16)
+    }
+    with pytest.raises(ValueError, match="input 'input_ids' of p is INT32 and the program"):
+        recorded_specs({}, declared, source="p", noun="program")

@@ -210,7 +210,7 @@ def test_a_cache_output_is_named_before_torch_export(tmp_path: Path) -> None:
 
 def test_markdown_cells_are_escaped() -> None:
     row = ZooRow(
-        "mobilenet_v2", "a | b", "x", 0, True, graph_fixes=("__and__.Tensor (decomposed)",)
+        "mobilenet_v2", "a | b", "x", 0, ops=3, graph_fixes=("__and__.Tensor (decomposed)",)
     )
     line = rows_markdown([row], ["model", "architecture", "fixes"]).splitlines()[-1]
     assert line == r"| mobilenet_v2 | a \| b | \_\_and\_\_.Tensor (decomposed) |"

@@ -10,7 +10,7 @@ coreai-opt 0.4.0 compresses a converted program in place of its constants
   ``"per_grouped_channel"`` gives every ``group_size`` output channels their own).
 
 The arguments mirror :func:`ane_lib.coreml.compress` (weights-only methods), so the two stacks'
-compressions can be compared setting for setting. Weights below ``weight_threshold`` values
+compressions can be compared setting for setting. Weights of at most ``weight_threshold`` values
 (biases, norm scales) stay as they are. The compressed program is saved in a scratch folder and
 renamed into place; the source program's export metadata and module paths are carried over,
 with what was done recorded under ``compression``.
@@ -18,32 +18,27 @@ with what was done recorded under ``compression``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from ane_lib._checks import check_choice, check_positive_int
+from ane_lib._compression import (
+    COMPRESSION_METHODS,
+    GRANULARITIES,
+    NBITS,
+    check_weight_settings,
+)
 from ane_lib._files import check_destination, staged_folder
 from ane_lib.coreai._sdk import import_coreai, import_coreai_opt, quiet
 from ane_lib.coreai.export import (
-    META_PREFIX,
     MODULE_PATHS_FILE,
     check_asset_path,
     read_export_metadata,
+    record_metadata,
 )
 
 __all__ = ["COMPRESSION_METHODS", "GRANULARITIES", "NBITS", "asset_bytes", "compress"]
-
-COMPRESSION_METHODS: tuple[str, ...] = ("linear", "palettize")
-#: Bits per weight each method accepts (coreai-opt's limits for the integer types it writes).
-NBITS: dict[str, tuple[int, ...]] = {"linear": (8, 4), "palettize": (1, 2, 3, 4, 6, 8)}
-#: Granularities per method; the first is the default.
-GRANULARITIES: dict[str, tuple[str, ...]] = {
-    "linear": ("per_channel", "per_tensor", "per_block"),
-    "palettize": ("per_tensor", "per_grouped_channel"),
-}
 
 
 def asset_bytes(path: str | os.PathLike[str]) -> int:
@@ -105,30 +100,17 @@ def compress(
         granularity: ``"linear"``: ``"per_channel"`` (default), ``"per_tensor"`` or
             ``"per_block"`` (a scale per ``block_size`` input weights); ``"palettize"``:
             ``"per_tensor"`` (default) or ``"per_grouped_channel"``.
-        weight_threshold: weights with fewer values are left uncompressed (default 2048, as
-            coremltools' default).
+        weight_threshold: weights of at most this many values are left uncompressed (default
+            2048, as coremltools' default).
 
     Returns ``dest``. Raises ValueError/TypeError on bad arguments and FileExistsError if
     ``dest`` exists and ``overwrite`` is false; nothing is written then.
     """
     source = check_asset_path(src)
-    check_choice("method", method, COMPRESSION_METHODS)
-    if nbits is None:
-        if method == "palettize":
-            raise ValueError("nbits is required for method='palettize': one of (1, 2, 3, 4, 6, 8)")
-        nbits = 8
-    check_choice("nbits", nbits, NBITS[method])
-    granularity = GRANULARITIES[method][0] if granularity is None else granularity
-    check_choice("granularity", granularity, GRANULARITIES[method])
-    for name, value in (
-        ("group_size", group_size),
-        ("block_size", block_size),
-        ("weight_threshold", weight_threshold),
-    ):
-        check_positive_int(name, value)
-    target = check_destination(dest, overwrite, ".aimodel")
-    if target.resolve() == source.resolve():
-        raise ValueError(f"dest must differ from src, both are {str(source)!r}")
+    nbits, granularity = check_weight_settings(
+        method, nbits, granularity, group_size, block_size, weight_threshold
+    )
+    target = check_destination(dest, overwrite, ".aimodel", source=source)
     settings = {
         "method": method,
         "nbits": nbits,
@@ -148,12 +130,7 @@ def compress(
         compressed = _compressed_program(program, settings)
     with staged_folder(target, overwrite) as built, quiet():
         asset = compressed.save_asset(built)
-
-        def update(meta: Any) -> None:
-            for key, value in {**recorded, "compression": settings}.items():
-                meta.set_custom(META_PREFIX + key, json.dumps(value, sort_keys=True))
-
-        asset.update_metadata(update)
+        record_metadata(asset, {**recorded, "compression": settings}, None)
         if (source / MODULE_PATHS_FILE).is_file():
             shutil.copy2(source / MODULE_PATHS_FILE, built / MODULE_PATHS_FILE)
     return target

@@ -38,7 +38,15 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
-from ane_lib._export import ExportError, export_metadata, model_name, progress_reporter
+from ane_lib._export import (
+    META_PREFIX,
+    ExportError,
+    check_model_and_inputs,
+    decode_metadata,
+    export_metadata,
+    model_name,
+    progress_reporter,
+)
 from ane_lib._files import check_destination, staged_folder
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.ane_rules.module_paths import (
@@ -52,10 +60,7 @@ from ane_lib.precision import PRECISIONS, Precision
 from ane_lib.signature import (
     InputCasts,
     TensorSpec,
-    check_input_names,
-    check_io_names,
     flatten_outputs,
-    input_specs,
     jsonable,
     name_outputs,
     sample_inputs,
@@ -73,7 +78,6 @@ __all__ = [
 ]
 
 #: Prefix of the metadata keys that :func:`export` writes (as the Core ML export does).
-META_PREFIX = "ane_lib."
 #: The file, inside the ``.aimodel`` folder, that holds the PyTorch module of each fx node.
 MODULE_PATHS_FILE = "ane_lib_module_paths.json"
 
@@ -137,12 +141,15 @@ def _half_inputs(
     }
 
 
-def _record_metadata(asset: Any, entries: Mapping[str, Any], description: str) -> None:
+def record_metadata(asset: Any, entries: Mapping[str, Any], description: str | None) -> None:
+    """Store ``entries`` in a saved program's metadata, under :data:`META_PREFIX`; with a
+    ``description``, also ane_lib as the author and the description."""
     import ane_lib
 
     def update(meta: Any) -> None:
-        meta.author = f"ane_lib {ane_lib.__version__}"
-        meta.model_description = description
+        if description is not None:
+            meta.author = f"ane_lib {ane_lib.__version__}"
+            meta.model_description = description
         for key, value in entries.items():
             # JSON text, not JSON values: coreai-core 1.0.0b3 reads a stored 0 or 1 back as
             # False or True
@@ -194,13 +201,7 @@ def export(
     :class:`~ane_lib.coreai.CoreAIUnavailableError` without Core AI; then nothing is written.
     """
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_io_names(input_name, output_name)
-    specs, given = input_specs(input_shape, input_name)
-    single_input = not isinstance(input_shape, Mapping)
-    if not single_input:
-        check_input_names(model, list(specs))
+    specs, given, single_input = check_model_and_inputs(model, input_shape, input_name, output_name)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)
     dest = check_destination(path, overwrite, ".aimodel")
@@ -283,7 +284,7 @@ def export(
     try:
         with staged_folder(dest, overwrite) as built, quiet():
             asset = program.save_asset(built)
-            _record_metadata(asset, entries, description)
+            record_metadata(asset, entries, description)
             target = built / MODULE_PATHS_FILE
             target.write_text(paths.to_json())
     except (ValueError, FileExistsError):
@@ -331,15 +332,7 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     ["logits"], "options": {...}, "version": "0.1.0", ...}``; keys of other tools are left out.
     """
     folder = check_asset_path(path)
-    out: dict[str, Any] = {}
-    for key, raw in _custom_metadata(folder).items():
-        if not key.startswith(META_PREFIX):
-            continue
-        try:
-            out[key[len(META_PREFIX) :]] = json.loads(raw) if isinstance(raw, str) else raw
-        except json.JSONDecodeError:
-            out[key[len(META_PREFIX) :]] = raw
-    return out
+    return decode_metadata(_custom_metadata(folder))
 
 
 def read_module_paths(path: str | os.PathLike[str]) -> ModulePaths | None:

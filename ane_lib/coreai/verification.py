@@ -16,11 +16,10 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ane_lib._checks import check_nonnegative_int, check_positive_int
 from ane_lib.coreai.export import read_export_metadata
 from ane_lib.coreai.runtime import Session
 from ane_lib.signature import TensorSpec
-from ane_lib.verification import Verification, compare
+from ane_lib.verification import Verification, check_verify_arguments, compare, recorded_specs
 
 __all__ = ["ENGINE", "verify"]
 
@@ -28,21 +27,20 @@ __all__ = ["ENGINE", "verify"]
 ENGINE = "Core AI runtime"
 
 
+_FLOAT_TYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
 def _specs(path: str | os.PathLike[str], session: Session) -> dict[str, TensorSpec]:
     """The program's inputs as ``export`` recorded them, else from its signature."""
-    recorded = read_export_metadata(path).get("inputs")
-    names = list(session.signature.inputs)
-    if isinstance(recorded, list) and [r.get("name") for r in recorded] == names:
-        return {r["name"]: TensorSpec.from_dict(r) for r in recorded}
-    specs = {}
-    for name, (shape, dtype) in session.signature.inputs.items():
-        if dtype not in ("float16", "float32"):
-            raise ValueError(
-                f"input {name!r} of {str(path)!r} is {dtype} and the program records no value "
-                "range for it (it was not exported by ane_lib); pass inputs=[...]"
-            )
-        specs[name] = TensorSpec(shape, torch.float32)
-    return specs
+    return recorded_specs(
+        read_export_metadata(path).get("inputs"),
+        {
+            name: (shape, _FLOAT_TYPES.get(dtype, dtype))
+            for name, (shape, dtype) in session.signature.inputs.items()
+        },
+        source=repr(str(path)),
+        noun="program",
+    )
 
 
 def verify(
@@ -69,12 +67,7 @@ def verify(
     Float inputs that the program takes in fp16 are rounded to fp16 for both sides. Returns a
     :class:`~ane_lib.verification.Verification` whose ``mode`` is the program's precision.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if inputs is not None and samples is not None:
-        raise ValueError("give either samples (random inputs) or inputs (a data set), not both")
-    n_random = 2 if samples is None else check_positive_int("samples", samples)
-    check_nonnegative_int("seed", seed)
+    n_random = check_verify_arguments(model, samples, seed, inputs)
     with Session(path) as session:
         specs = _specs(path, session)
         declared = session.signature.inputs

@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ane_lib._checks import check_choice, check_nonnegative_int, check_positive_int
+from ane_lib._checks import check_choice
+from ane_lib._compression import (
+    COMPRESSION_METHODS,
+    GRANULARITIES,
+    NBITS,
+    check_weight_settings,
+)
 from ane_lib._files import check_destination, staged_folder
 from ane_lib.coreml.export import META_PREFIX
 from ane_lib.coreml.program import import_coremltools, open_package, quiet_coremltools
@@ -50,14 +56,6 @@ __all__ = [
     "weight_bytes",
 ]
 
-COMPRESSION_METHODS: tuple[str, ...] = ("linear", "palettize")
-#: Bits per weight each method accepts (coremltools' limits).
-NBITS: dict[str, tuple[int, ...]] = {"linear": (8, 4), "palettize": (1, 2, 3, 4, 6, 8)}
-#: Granularities per method; the first is the default.
-GRANULARITIES: dict[str, tuple[str, ...]] = {
-    "linear": ("per_channel", "per_tensor", "per_block"),
-    "palettize": ("per_tensor", "per_grouped_channel"),
-}
 ACTIVATION_TYPES: tuple[str, ...] = ("fp16", "int8")
 
 _SPEC_IOS17 = 8  # Core ML specification versions: iOS17 / macOS14 and iOS18 / macOS15
@@ -246,21 +244,9 @@ def _check_settings(
     activations: str,
     calibration: object,
 ) -> tuple[int, str]:
-    check_choice("method", method, COMPRESSION_METHODS)
-    if nbits is None:
-        if method == "palettize":
-            raise ValueError(
-                f"nbits is required with method='palettize'; allowed: {list(NBITS[method])}"
-            )
-        nbits = 8
-    if isinstance(nbits, bool) or not isinstance(nbits, int):
-        raise TypeError(f"nbits must be an int, got {nbits!r}")
-    check_choice(f"nbits (method={method!r})", nbits, NBITS[method])
-    granularity = GRANULARITIES[method][0] if granularity is None else granularity
-    check_choice(f"granularity (method={method!r})", granularity, GRANULARITIES[method])
-    check_positive_int("group_size", group_size)
-    check_positive_int("block_size", block_size)
-    check_nonnegative_int("weight_threshold", weight_threshold)
+    nbits, granularity = check_weight_settings(
+        method, nbits, granularity, group_size, block_size, weight_threshold
+    )
     check_choice("activations", activations, ACTIVATION_TYPES)
     if activations == "int8" and calibration is None:
         raise ValueError(
@@ -365,9 +351,7 @@ def compress(
     )
     model = open_package(src)  # validates src
     source = Path(src)
-    target = check_destination(dest, overwrite, ".mlpackage")
-    if target.resolve() == source.resolve():
-        raise ValueError(f"dest must differ from src, both are {str(source)!r}")
+    target = check_destination(dest, overwrite, ".mlpackage", source=source)
     version = int(model.get_spec().specificationVersion)
     needs = _needs_ios18(method, nbits, granularity)
     if needs and version < _SPEC_IOS18:
@@ -429,9 +413,7 @@ def decompress(
     atomically, like :func:`compress`; ``dest`` must differ from ``src``.
     """
     model = open_package(src)
-    target = check_destination(dest, overwrite, ".mlpackage")
-    if target.resolve() == Path(src).resolve():
-        raise ValueError(f"dest must differ from src, both are {str(src)!r}")
+    target = check_destination(dest, overwrite, ".mlpackage", source=Path(src))
     import coremltools.optimize.coreml as cto
 
     with _quiet_compression():

@@ -35,7 +35,15 @@ import torch
 from torch import nn
 
 from ane_lib._checks import check_choice, check_nonnegative_int
-from ane_lib._export import ExportError, export_metadata, model_name, progress_reporter
+from ane_lib._export import (
+    META_PREFIX,
+    ExportError,
+    check_model_and_inputs,
+    decode_metadata,
+    export_metadata,
+    model_name,
+    progress_reporter,
+)
 from ane_lib._files import check_destination, staged_folder
 from ane_lib._warnings import quiet_library_warnings
 from ane_lib.ane_rules.module_paths import node_location
@@ -47,11 +55,8 @@ from ane_lib.precision import PRECISIONS, Precision
 from ane_lib.signature import (
     InputCasts,
     TensorSpec,
-    check_input_names,
-    check_io_names,
     example_input,
     flatten_outputs,
-    input_specs,
     jsonable,
     name_outputs,
     sample_inputs,
@@ -75,7 +80,6 @@ DeploymentTarget = Literal["iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "mac
 DEPLOYMENT_TARGETS: tuple[DeploymentTarget, ...] = get_args(DeploymentTarget)
 
 #: Prefix of the user-defined metadata keys that :func:`export` writes.
-META_PREFIX = "ane_lib."
 
 _UNSUPPORTED_NODE = re.compile(r"Unsupported fx node (?P<node>\S+), kind (?P<kind>\S+)")
 _NAMED_LAYER = re.compile(r'Layer "(?P<name>[^"]+)", with type "(?P<type>[^"]+)"')
@@ -183,15 +187,7 @@ def read_export_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     256], ...}``; keys recorded by other tools are left out.
     """
     info = package_io(path)
-    out: dict[str, Any] = {}
-    for key, raw in info.user_metadata.items():
-        if not key.startswith(META_PREFIX):
-            continue
-        try:
-            out[key[len(META_PREFIX) :]] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key[len(META_PREFIX) :]] = raw
-    return out
+    return decode_metadata(info.user_metadata)
 
 
 # --------------------------------------------------------------------------- export
@@ -260,13 +256,7 @@ def export(
     """
     import ane_lib
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_io_names(input_name, output_name)
-    specs, given = input_specs(input_shape, input_name)
-    single_input = not isinstance(input_shape, Mapping)
-    if not single_input:
-        check_input_names(model, list(specs))
+    specs, given, single_input = check_model_and_inputs(model, input_shape, input_name, output_name)
     check_choice("deployment_target", deployment_target, DEPLOYMENT_TARGETS)
     check_choice("precision", precision, PRECISIONS)
     check_nonnegative_int("seed", seed)

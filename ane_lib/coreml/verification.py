@@ -25,35 +25,32 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ane_lib._checks import check_nonnegative_int, check_positive_int
 from ane_lib.coreml.program import PackageInfo, package_io
 from ane_lib.precision import Precision
 from ane_lib.signature import TensorSpec
-from ane_lib.verification import Verification, compare, psnr
+from ane_lib.verification import (
+    Verification,
+    check_verify_arguments,
+    compare,
+    psnr,
+    recorded_specs,
+)
 
 __all__ = ["Verification", "psnr", "verify"]
+
+
+_FLOAT_TYPES = {"FLOAT16": torch.float16, "FLOAT32": torch.float32}
 
 
 def _recorded_specs(info: PackageInfo) -> dict[str, TensorSpec]:
     """The package's inputs as ``export`` recorded them, else from its declared types."""
     from ane_lib.coreml.export import read_export_metadata
 
-    recorded = read_export_metadata(info.path).get("inputs")
-    if isinstance(recorded, list) and [r.get("name") for r in recorded] == [
-        t.name for t in info.inputs
-    ]:
-        return {r["name"]: TensorSpec.from_dict(r) for r in recorded}
-    specs = {}
-    for t in info.inputs:
-        if t.dtype not in ("FLOAT32", "FLOAT16"):
-            raise ValueError(
-                f"input {t.name!r} of {str(info.path)!r} is {t.dtype} and the package records "
-                "no value range for it (it was not exported by ane_lib); pass inputs=[...]"
-            )
-        specs[t.name] = TensorSpec(
-            t.shape, torch.float16 if t.dtype == "FLOAT16" else torch.float32
-        )
-    return specs
+    return recorded_specs(
+        read_export_metadata(info.path).get("inputs"),
+        {t.name: (t.shape, _FLOAT_TYPES.get(t.dtype, t.dtype)) for t in info.inputs},
+        source=repr(str(info.path)),
+    )
 
 
 def verify(
@@ -90,12 +87,7 @@ def verify(
     from ane_lib.coreml.executor import resolve_mode, run
     from ane_lib.coreml.program import load_program
 
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if inputs is not None and samples is not None:
-        raise ValueError("give either samples (random inputs) or inputs (a data set), not both")
-    n_random = 2 if samples is None else check_positive_int("samples", samples)
-    check_nonnegative_int("seed", seed)
+    n_random = check_verify_arguments(model, samples, seed, inputs)
     mode = resolve_mode(mode, precision)
     info = package_io(path)
     specs = _recorded_specs(info)

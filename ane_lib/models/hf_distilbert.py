@@ -58,7 +58,6 @@ __all__ = [
     "DistilBertModelANE",
     "distilbert_to_ane",
     "import_transformers",
-    "is_distilbert",
 ]
 
 _OUTPUT_OPTIONS = ("output_attentions", "output_hidden_states", "return_dict")
@@ -74,15 +73,6 @@ def _modeling() -> ModuleType:
     from transformers.models.distilbert import modeling_distilbert
 
     return modeling_distilbert
-
-
-def is_distilbert(model: object) -> bool:
-    """True if ``model`` is (an instance of) a DistilBERT class :func:`distilbert_to_ane`
-    converts; transformers is imported only if the object's class comes from it."""
-    if not any(t.__module__.startswith("transformers.") for t in type(model).__mro__):
-        return False
-    m = _modeling()
-    return isinstance(model, (m.DistilBertModel, m.DistilBertForSequenceClassification))
 
 
 # --------------------------------------------------------------------------- ANE modules

@@ -73,7 +73,6 @@ class ZooRow:
     architecture: str
     inputs: str
     params: int
-    exported: bool
     stage: str | None = None
     error: str | None = None
     graph_fixes: tuple[str, ...] = ()
@@ -95,6 +94,11 @@ class ZooRow:
     verify_s: float | None = None
 
     @property
+    def exported(self) -> bool:
+        """Whether ``export`` wrote a package (the report then counted its ops)."""
+        return self.ops is not None
+
+    @property
     def verified(self) -> bool:
         """Exported, and the fp16 package reaches :data:`TARGET_PSNR_DB` with full top-1
         agreement."""
@@ -110,7 +114,7 @@ class ZooRow:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (an infinite PSNR becomes the string ``"inf"``)."""
-        out = dataclasses.asdict(self)
+        out = {"name": self.name, "exported": self.exported} | dataclasses.asdict(self)
         if isinstance(self.psnr_db, float) and math.isinf(self.psnr_db):
             out["psnr_db"] = str(self.psnr_db)
         return out
@@ -164,7 +168,7 @@ def evaluate(
         try:
             model = build(entry.name, tiny=tiny, size=size)
         except Exception as err:  # a zoo entry that no longer builds is a finding too
-            return ZooRow(name, architecture, _describe_inputs(inputs), 0, False, "build", str(err))
+            return ZooRow(name, architecture, _describe_inputs(inputs), 0, "build", str(err))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module or a zoo name, got {model!r}")
     if inputs is None:
@@ -175,7 +179,6 @@ def evaluate(
         architecture or type(model).__name__,
         _describe_inputs(inputs),
         sum(p.numel() for p in model.parameters()),
-        False,
     )
     folder = Path(tempfile.mkdtemp(prefix="ane_lib_zoo_")) if workdir is None else Path(workdir)
     path = folder / f"{name}.mlpackage"
@@ -217,7 +220,6 @@ def _evaluate(
     rep = report(path)
     row = dataclasses.replace(
         row,
-        exported=True,
         export_s=export_s,
         graph_fixes=tuple(f"{f['op']} ({f['kind']})" for f in fixes),
         ops=len(rep.ops),
